@@ -1,0 +1,154 @@
+"""Content-addressed artifact store: each build stage's output is keyed by a hash of its parent's
+key, the stage, its config and the tool versions, built once, and written atomically so a crash
+never leaves half an artifact and concurrent workers never build the same thing twice."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KEY_LENGTH = 20  # hex characters; 80 bits is plenty against accidental collisions
+MANIFEST_NAME = "manifest.json"
+
+
+def cache_key(stage: str, config: Mapping[str, Any], parent_key: str | None, versions: Mapping[str, str]) -> str:
+    """Hash of everything that decides an artifact's content."""
+    payload = json.dumps(
+        {"stage": stage, "config": config, "parent": parent_key, "versions": versions},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One built thing in the cache: its key, its main file and the manifest that says how it was made."""
+
+    key: str
+    stage: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    """What a stage's build function returns: the main file's name inside the work dir, and what to record."""
+
+    filename: str
+    manifest: dict[str, Any]
+
+
+class BuildFailed(RuntimeError):
+    """A stage that ran and could not produce its artifact (as opposed to a bug)."""
+
+
+class ArtifactCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.builds: Counter[str] = Counter()  # stage -> builds done by this process; tests count them
+
+    def _directory(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, key: str) -> Artifact | None:
+        directory = self._directory(stage, key)
+        manifest_path = directory / MANIFEST_NAME
+        if not manifest_path.is_file():
+            return None
+        manifest = json.loads(manifest_path.read_text())
+        return Artifact(key=key, stage=stage, path=directory / manifest["filename"], manifest=manifest)
+
+    @contextmanager
+    def _lock(self, stage: str, key: str) -> Iterator[None]:
+        lock_path = self.root / stage / f".{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def get_or_build(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        parent: Artifact | None,
+        versions: Mapping[str, str],
+        build: Callable[[Path], BuildOutput],
+    ) -> Artifact:
+        """Return the cached artifact, or build it once in a temp dir and move it into place."""
+        key = cache_key(stage, config, parent.key if parent else None, versions)
+        found = self.lookup(stage, key)
+        if found is not None:
+            return found
+        with self._lock(stage, key):
+            found = self.lookup(stage, key)  # another worker may have built it while we waited
+            if found is not None:
+                return found
+            work_dir = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root / stage))
+            try:
+                started = time.perf_counter()
+                output = build(work_dir)
+                if not (work_dir / output.filename).is_file():
+                    raise BuildFailed(f"stage {stage!r} did not write {output.filename}")
+                manifest = {
+                    "stage": stage,
+                    "key": key,
+                    "parent": parent.key if parent else None,
+                    "filename": output.filename,
+                    "config": dict(config),
+                    "versions": dict(versions),
+                    "build_s": round(time.perf_counter() - started, 3),
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **output.manifest,
+                }
+                # The manifest is written last inside the temp dir, then the whole dir is renamed:
+                # a reader sees either nothing or a complete artifact.
+                tmp_manifest = work_dir / (MANIFEST_NAME + ".tmp")
+                tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+                os.replace(tmp_manifest, work_dir / MANIFEST_NAME)
+                os.replace(work_dir, self._directory(stage, key))
+            except BaseException:
+                shutil.rmtree(work_dir, ignore_errors=True)
+                raise
+            self.builds[stage] += 1
+        artifact = self.lookup(stage, key)
+        assert artifact is not None
+        return artifact
+
+    def lineage(self, artifact: Artifact) -> list[dict[str, Any]]:
+        """Manifests from the artifact back to its root, so a run can show how it was made."""
+        chain = [artifact.manifest]
+        parent_key = artifact.manifest.get("parent")
+        while parent_key:
+            parent = next((a for a in self._find(parent_key)), None)
+            if parent is None:
+                break
+            chain.append(parent.manifest)
+            parent_key = parent.manifest.get("parent")
+        return chain
+
+    def _find(self, key: str) -> Iterator[Artifact]:
+        for stage_dir in self.root.iterdir():
+            if stage_dir.is_dir():
+                found = self.lookup(stage_dir.name, key)
+                if found:
+                    yield found

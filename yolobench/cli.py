@@ -1,0 +1,179 @@
+"""Command line: plan, sweep, report, ui, doctor, data. Heavy imports stay inside the commands
+so `yolobench --help` and a measuring host stay light."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from yolobench.spec import SpecError, load_spec
+
+DEFAULT_HOME = Path(os.environ.get("YOLOBENCH_HOME", "mlruns"))
+
+
+def _print_plan(spec_path: str, list_all: bool) -> int:
+    from yolobench.space import Space
+
+    spec = load_spec(spec_path)
+    space = Space.from_spec(spec)
+    print(f"sweep: {spec.name}  ({spec.target or spec.runtime.name})")
+    print(f"runtime: {spec.runtime.name} provider={spec.runtime.provider}")
+    print(f"variants: {space.count()}")
+    print("axes:")
+    for name, values in space.axes.items():
+        print(f"  {name}: {', '.join(str(v) for v in values)}  ({len(values)})")
+    if space.excluded:
+        print(f"excluded: {list(space.excluded)}")
+    in_grid = "" if space.baseline_in_grid() else "  (outside the grid: measured in addition)"
+    print(f"baseline: {space.baseline.label}{in_grid}")
+    if list_all:
+        for index, variant in enumerate(space.variants(), 1):
+            print(f"  {index:>4}  {variant.label}")
+    return 0
+
+
+def _settings(args: argparse.Namespace):
+    from yolobench.runner import SweepSettings
+
+    return SweepSettings(
+        home=Path(args.home),
+        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+        storage=args.storage,
+        experiment=args.experiment,
+        retry_failed=getattr(args, "retry_failed", False),
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _print_plan(args.file, args.list)
+    from yolobench.runner import VariantFailed, run_sweep
+    from yolobench.stages.weights import WeightsUnavailable
+
+    spec = load_spec(args.file)
+    settings = _settings(args)
+    try:
+        summary = run_sweep(spec, settings)
+    except (VariantFailed, WeightsUnavailable) as error:
+        print(f"yolobench: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"\nsweep {summary.sweep}: {summary.total} variants; measured now {summary.measured}, "
+        f"already done {summary.already_done}, failed {summary.failed}"
+    )
+    for label, reason in summary.failures.items():
+        print(f"  FAILED {label}: {reason.splitlines()[0][:300]}")
+    print(f"runs: experiment '{summary.experiment}' in {summary.tracking_uri} (parent run {summary.parent_run_id})")
+    print(f"study: '{summary.sweep}' in {summary.storage}")
+    ui_hint = "yolobench ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
+    if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        ui_hint = f"open {summary.tracking_uri} in a browser" if summary.tracking_uri.startswith("http") else (
+            f"mlflow ui --backend-store-uri {summary.tracking_uri}")
+    print(f"open the UI: {ui_hint}  (then http://127.0.0.1:5000)")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from yolobench.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path(args.home))
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    print("running:", " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from yolobench.data.synthetic import make_synthetic_dataset
+
+    data_yaml = make_synthetic_dataset(Path(args.dir), args.train_images, args.val_images, args.image_size, args.seed)
+    print(f"wrote {data_yaml}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from yolobench.measure.system import host_fingerprint
+    from yolobench.runtimes import get_runtime, registry
+
+    print("runtimes:")
+    for name in registry.names():
+        usable, reason = get_runtime(name).availability()
+        print(f"  {name:<12} {'usable' if usable else 'NOT usable'}: {reason}")
+    print("host:")
+    for key, value in host_fingerprint().items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from yolobench.report import print_report
+
+    spec = load_spec(args.file)
+    return print_report(spec, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolobench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_store_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--home", default=str(DEFAULT_HOME),
+                             help="local store: MLflow db, artifacts, Optuna db, cache (default: mlruns)")
+        command.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the local store)")
+        command.add_argument("--storage", help="Optuna storage URL (default: sqlite under --home)")
+        command.add_argument("--experiment", help="MLflow experiment name (default: the sweep's name)")
+
+    plan = commands.add_parser("plan", help="count and list a sweep's variants without building anything")
+    plan.add_argument("file")
+    plan.add_argument("--list", action="store_true", help="print every variant")
+    plan.set_defaults(handler=lambda a: _print_plan(a.file, a.list))
+
+    sweep = commands.add_parser("sweep", help="build, measure and log every variant of a sweep (resumes)")
+    sweep.add_argument("file")
+    sweep.add_argument("--dry-run", action="store_true", help="same as plan")
+    sweep.add_argument("--list", action="store_true", help="with --dry-run: print every variant")
+    sweep.add_argument("--retry-failed", action="store_true", help="run variants that failed before again")
+    add_store_options(sweep)
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser("report", help="print a sweep's results from the store")
+    report.add_argument("file")
+    add_store_options(report)
+    report.set_defaults(handler=_report)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the store in use")
+    ui.add_argument("--home", default=str(DEFAULT_HOME))
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_ui)
+
+    doctor = commands.add_parser("doctor", help="which runtimes and providers are usable here, and why not")
+    doctor.set_defaults(handler=_doctor)
+
+    data = commands.add_parser("data", help="data set tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    synth = data_commands.add_parser("synth", help="write the deterministic synthetic data set")
+    synth.add_argument("dir")
+    synth.add_argument("--train-images", type=int, default=200)
+    synth.add_argument("--val-images", type=int, default=50)
+    synth.add_argument("--image-size", type=int, default=320)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SpecError as error:
+        print(f"yolobench: bad sweep file:\n{error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sets: Ultralytics-format loading, letterbox pre-processing, the synthetic set."""

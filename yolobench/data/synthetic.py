@@ -1,0 +1,103 @@
+"""A deterministic synthetic detection data set in Ultralytics format, so that the quickstart
+and the tests run offline: no data set host is reachable from many build machines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+CLASS_NAMES = ("circle", "square", "triangle", "cross")
+EMPTY_IMAGE_FRACTION = 0.08  # some images carry no object: detectors must learn to say nothing
+
+
+def _draw_object(image: np.ndarray, rng: np.random.Generator, class_id: int) -> tuple[float, float, float, float]:
+    """Draw one object; return its box as (x_min, y_min, x_max, y_max) in pixels."""
+    height, width = image.shape[:2]
+    size = int(rng.integers(max(12, min(height, width) // 14), min(height, width) // 2))
+    x0 = int(rng.integers(0, width - size))
+    y0 = int(rng.integers(0, height - size))
+    colour = tuple(int(c) for c in rng.integers(40, 256, size=3))
+    if class_id == 0:
+        radius = size // 2
+        cv2.circle(image, (x0 + radius, y0 + radius), radius, colour, -1, cv2.LINE_AA)
+        box = (x0, y0, x0 + 2 * radius, y0 + 2 * radius)
+    elif class_id == 1:
+        cv2.rectangle(image, (x0, y0), (x0 + size, y0 + size), colour, -1)
+        box = (x0, y0, x0 + size, y0 + size)
+    elif class_id == 2:
+        points = np.array([[x0 + size // 2, y0], [x0, y0 + size], [x0 + size, y0 + size]], np.int32)
+        cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
+        box = (x0, y0, x0 + size, y0 + size)
+    else:
+        bar = max(3, size // 4)
+        middle = size // 2
+        cv2.rectangle(image, (x0, y0 + middle - bar // 2), (x0 + size, y0 + middle + bar // 2), colour, -1)
+        cv2.rectangle(image, (x0 + middle - bar // 2, y0), (x0 + middle + bar // 2, y0 + size), colour, -1)
+        box = (x0, y0, x0 + size, y0 + size)
+    return tuple(float(v) for v in box)
+
+
+def _make_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
+    base = rng.integers(0, 120, size=3)
+    gradient = np.linspace(0, 1, width, dtype=np.float32)[None, :, None] * rng.integers(0, 80, size=3)
+    image = (base + gradient + rng.normal(0, 12, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
+    objects: list[tuple[int, tuple]] = []
+    if rng.random() >= EMPTY_IMAGE_FRACTION:
+        for _ in range(int(rng.integers(1, 5))):
+            class_id = int(rng.integers(0, len(CLASS_NAMES)))
+            objects.append((class_id, _draw_object(image, rng, class_id)))
+    return image, objects
+
+
+def make_synthetic_dataset(
+    root: Path,
+    train_images: int = 200,
+    val_images: int = 50,
+    image_size: int = 320,
+    seed: int = 0,
+) -> Path:
+    """Write the data set under `root` (train/val splits and data.yaml) and return data.yaml.
+
+    The same arguments always give the same files, so the set can be part of a cache key.
+    An existing, complete set with the same arguments is left as it is.
+    """
+    root = Path(root).resolve()
+    settings = {"train_images": train_images, "val_images": val_images, "image_size": image_size, "seed": seed}
+    data_yaml = root / "data.yaml"
+    stamp = root / "synthetic.json"
+    if data_yaml.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
+        return data_yaml
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_images), ("val", val_images)):
+        images_dir, labels_dir = root / "images" / split, root / "labels" / split
+        images_dir.mkdir(parents=True, exist_ok=True)
+        labels_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            # Varied aspect ratios exercise the letterbox.
+            height = image_size if index % 3 else int(image_size * 0.75)
+            image, objects = _make_image(rng, height, image_size)
+            name = f"{split}_{index:05d}"
+            cv2.imwrite(str(images_dir / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            lines = []
+            for class_id, (x_min, y_min, x_max, y_max) in objects:
+                cx, cy = (x_min + x_max) / 2 / image_size, (y_min + y_max) / 2 / height
+                w, h = (x_max - x_min) / image_size, (y_max - y_min) / height
+                lines.append(f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+            (labels_dir / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    data_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root),
+                "train": "images/train",
+                "val": "images/val",
+                "names": dict(enumerate(CLASS_NAMES)),
+            },
+            sort_keys=False,
+        )
+    )
+    stamp.write_text(json.dumps(settings))
+    return data_yaml

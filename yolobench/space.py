@@ -1,0 +1,106 @@
+"""The variant space of a sweep: axes -> grid, exclusions, baseline, count. A Variant is a plain
+value (axis name -> str/int/bool) so that it can be an Optuna trial's params and MLflow params."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from yolobench.spec import SweepSpec
+
+AxisValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the space; axes in build order."""
+
+    values: tuple[tuple[str, AxisValue], ...]
+
+    @classmethod
+    def of(cls, axis_order: list[str], values: Mapping[str, AxisValue]) -> Variant:
+        return cls(tuple((name, values[name]) for name in axis_order))
+
+    def __getitem__(self, axis: str) -> AxisValue:
+        return dict(self.values)[axis]
+
+    def get(self, axis: str, default: Any = None) -> Any:
+        return dict(self.values).get(axis, default)
+
+    def as_dict(self) -> dict[str, AxisValue]:
+        return dict(self.values)
+
+    @property
+    def label(self) -> str:
+        """Short human name, e.g. `n-fp16-320-all`."""
+        parts = []
+        for name, value in self.values:
+            if isinstance(value, bool):
+                parts.append(f"{name}" if value else f"no_{name}")
+            elif name in {"threads", "shaves", "trt_opt_level"}:
+                parts.append(f"{name}{value}")
+            else:
+                parts.append(str(value))
+        return "-".join(parts)
+
+    def matches(self, partial: Mapping[str, Any]) -> bool:
+        mine = self.as_dict()
+        return all(mine.get(name) == value for name, value in partial.items())
+
+
+@dataclass(frozen=True)
+class Space:
+    axes: dict[str, list[AxisValue]]
+    excluded: tuple[Mapping[str, Any], ...]
+    baseline: Variant
+
+    @classmethod
+    def from_spec(cls, spec: SweepSpec) -> Space:
+        axes = spec.axes.as_dict()
+        return cls(
+            axes=axes,
+            excluded=tuple(spec.exclude),
+            baseline=Variant.of(list(axes), spec.baseline),
+        )
+
+    @property
+    def axis_names(self) -> list[str]:
+        return list(self.axes)
+
+    def variants(self) -> Iterator[Variant]:
+        for combination in itertools.product(*self.axes.values()):
+            variant = Variant(tuple(zip(self.axes, combination)))
+            if not self.is_excluded(variant):
+                yield variant
+
+    def is_excluded(self, variant: Variant) -> bool:
+        return any(variant.matches(entry) for entry in self.excluded)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.variants())
+
+    def baseline_in_grid(self) -> bool:
+        return all(self.baseline[name] in values for name, values in self.axes.items()) and not self.is_excluded(
+            self.baseline
+        )
+
+    def variant_from_params(self, params: Mapping[str, Any]) -> Variant:
+        return Variant.of(self.axis_names, params)
+
+
+def variant_key(spec: SweepSpec, variant: Variant) -> str:
+    """Identity of a measured variant: what is built (model, data) and how it is run. Computable
+    before building, so a resumed sweep knows what it has done without touching the cache."""
+    identity = {
+        "model": spec.model.model_dump(),
+        "data": spec.data.model_dump(),
+        "runtime": spec.runtime.model_dump(),
+        "int8": spec.int8.model_dump() if variant.get("precision") == "int8" else None,
+        "measure": spec.measure.model_dump(),
+        "variant": variant.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
