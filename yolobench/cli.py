@@ -27,8 +27,7 @@ def _print_plan(spec_path: str, list_all: bool) -> int:
         print(f"  {name}: {', '.join(str(v) for v in values)}  ({len(values)})")
     if space.excluded:
         print(f"excluded: {list(space.excluded)}")
-    in_grid = "" if space.baseline_in_grid() else "  (outside the grid: measured in addition)"
-    print(f"baseline: {space.baseline.label}{in_grid}")
+    print(f"baseline: {space.baseline.label}")
     if list_all:
         for index, variant in enumerate(space.variants(), 1):
             print(f"  {index:>4}  {variant.label}")

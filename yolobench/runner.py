@@ -197,7 +197,7 @@ class Sweep:
         )
         state = search.study_state(self.study, self.settings.retry_failed)
         search.close_interrupted(self.study, state.interrupted)
-        self._discard_unfinished_children(parent_id, state.done)
+        self.finished_untold = self._tidy_children(parent_id, state.done)
         summary.already_done = sum(1 for key in self.keys if key in state.done)
         progress = Progress(len(self.keys), summary.already_done)
         if summary.already_done == len(self.keys):
@@ -241,10 +241,19 @@ class Sweep:
             if search.KEY_ATTR in t.user_attrs and t.user_attrs.get(search.WORKER_ATTR) != me
         }
 
-    def _discard_unfinished_children(self, parent_id: str, done: dict[str, Any]) -> None:
+    def _tidy_children(self, parent_id: str, done: dict[str, Any]) -> dict[str, Any]:
+        """Delete child runs a killed sweep left unfinished; return the finished ones whose result the
+        study never heard of (killed between logging and telling), so they are told, not re-measured."""
+        running_elsewhere = self._running_elsewhere()
+        finished_untold = {}
         for key, run in self.tracker.child_runs(self.experiment_id, parent_id).items():
-            if run.info.status not in ("FINISHED", "FAILED") and key not in done and key not in self._running_elsewhere():
+            if key in done or key in running_elsewhere:
+                continue
+            if run.info.status == "FINISHED" and {"latency_ms_p50", "map50_95"} <= set(run.data.metrics):
+                finished_untold[key] = run
+            elif run.info.status != "FAILED":
                 self.tracker.discard(run.info.run_id)
+        return finished_untold
 
     def _step(self, done: dict[str, Any], parent_id: str, progress: Progress, summary: SweepSummary) -> None:
         trial = self.study.ask()
@@ -266,6 +275,16 @@ class Sweep:
             else:
                 self.study.tell(trial, state=TrialState.FAIL)
             summary.reused += 1
+            return
+
+        if key in self.finished_untold:
+            run = self.finished_untold.pop(key)
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            trial.set_user_attr(search.OUTCOME_ATTR, "measured")
+            trial.set_user_attr("metrics", dict(run.data.metrics))
+            self.study.tell(trial, search.objective_values(run.data.metrics))
+            summary.reused += 1
+            progress.finish(variant.label, "measured before the last interruption; result taken from MLflow")
             return
 
         progress.start(variant.label)

@@ -27,13 +27,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell: its after_trial calls Study.stop() once the grid is covered, which
+    Optuna only allows inside study.optimize. The runner decides when a sweep is done instead."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        return None
+
+
 def open_study(storage_url: str, study_name: str, space: Space, seed: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(
         storage_url,
         engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
     )
-    sampler = optuna.samplers.GridSampler(space.axes, seed=seed)
+    sampler = AskTellGridSampler(space.axes, seed=seed)
     return optuna.create_study(
         study_name=study_name,
         storage=storage,

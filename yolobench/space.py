@@ -83,11 +83,6 @@ class Space:
     def count(self) -> int:
         return sum(1 for _ in self.variants())
 
-    def baseline_in_grid(self) -> bool:
-        return all(self.baseline[name] in values for name, values in self.axes.items()) and not self.is_excluded(
-            self.baseline
-        )
-
     def variant_from_params(self, params: Mapping[str, Any]) -> Variant:
         return Variant.of(self.axis_names, params)
 

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny synthetic data set and a tiny model trained on it, made once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_SWEEP = {
+    "name": "tiny",
+    "target": "tests",
+    "runtime": {"name": "onnxruntime", "provider": "cpu", "threads": 1},
+    "model": {"train": {"cfg": "yolo11{scale}.yaml", "epochs": 1, "imgsz": 64, "batch": 8, "seed": 0}},
+    "data": {"synthetic": {"train_images": 16, "val_images": 8, "image_size": 128, "seed": 0}},
+    "axes": {"scale": ["n"], "precision": ["fp32", "fp16", "int8"], "imgsz": [64, 96], "ort_level": ["disable", "all"]},
+    "baseline": {"scale": "n", "precision": "fp32", "imgsz": 96, "ort_level": "disable"},
+    "measure": {"warmup_runs": 1, "warmup_seconds": 0.0, "min_runs": 3, "min_seconds": 0.0},
+    "int8": {"calibration_images": 4},
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolate_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Tests never touch the user's Ultralytics settings or an MLflow server from the environment.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["YOLOBENCH_TEST"] = "1"
+
+
+@pytest.fixture(scope="session")
+def trained_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the tiny sweep's trained model (trained once per test session)."""
+    from yolobench.runner import Sweep, SweepSettings, resolve_data_yaml
+    from yolobench.spec import parse_spec
+
+    home = tmp_path_factory.mktemp("trained-home")
+    spec = parse_spec(TINY_SWEEP)
+    sweep = Sweep(spec, SweepSettings(home=home))
+    sweep._prepare()
+    from yolobench.data.dataset import load_dataset
+    from yolobench.progress import Progress
+    from yolobench.runner import VariantBuilder
+
+    data_yaml = resolve_data_yaml(spec, home)
+    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    builder.weights("n")
+    return sweep.cache.root
+
+
+@pytest.fixture()
+def seeded_home(tmp_path: Path, trained_cache: Path) -> Path:
+    """A fresh store whose cache already holds the trained model (but no exports)."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_cache / "train", home / "cache" / "train")
+    return home

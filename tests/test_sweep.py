@@ -1,0 +1,150 @@
+"""End-to-end sweeps on a tiny model: real MLflow and Optuna SQLite stores, real ONNX Runtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from tests.conftest import TINY_SWEEP
+from yolobench import tracking
+from yolobench.runner import Sweep, SweepSettings
+from yolobench.space import Space
+from yolobench.spec import parse_spec
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_PARAMS = {"scale", "precision", "imgsz", "ort_level", "runtime", "provider", "threads", "model"}
+EXPECTED_METRICS = {
+    "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "latency_ms_std",
+    "latency_cv", "e2e_ms_p50", "e2e_ms_p90", "fps", "preprocess_ms", "postprocess_ms", "map50", "map50_95",
+    "precision", "recall", "model_size_mb", "params", "gflops", "build_s", "speedup_vs_baseline",
+    "map50_95_delta_vs_baseline",
+}
+
+
+def client(home: Path) -> mlflow.MlflowClient:
+    # An explicit client: mlflow.set_tracking_uri would also set MLFLOW_TRACKING_URI for subprocesses.
+    return mlflow.MlflowClient(tracking.default_tracking_uri(home))
+
+
+def all_runs(home: Path, experiment: str = "tiny"):
+    experiment_id = client(home).get_experiment_by_name(experiment).experiment_id
+    return client(home).search_runs([experiment_id], max_results=1000)
+
+
+def child_runs(home: Path, experiment: str = "tiny"):
+    return [run for run in all_runs(home, experiment) if "mlflow.parentRunId" in run.data.tags]
+
+
+def test_end_to_end_one_run_per_variant_and_builds_counted(seeded_home: Path) -> None:
+    spec = parse_spec(TINY_SWEEP)
+    sweep = Sweep(spec, SweepSettings(home=seeded_home))
+    summary = sweep.run()
+    total = Space.from_spec(spec).count()
+    assert summary.measured == total == 12 and summary.failed == 0
+
+    # Fusion is a runtime option: one export and one precision build per (precision, imgsz).
+    assert sweep.cache.builds["train"] == 0
+    assert sweep.cache.builds["export"] == 2
+    assert sweep.cache.builds["fp16"] == 2 and sweep.cache.builds["int8"] == 2
+
+    runs = child_runs(seeded_home)
+    assert len(runs) == total
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags[tracking.VARIANT_KEY_TAG] for r in runs}) == total
+    for run in runs:
+        assert EXPECTED_PARAMS <= set(run.data.params), run.data.params
+        assert EXPECTED_METRICS <= set(run.data.metrics), set(EXPECTED_METRICS) - set(run.data.metrics)
+        assert run.data.metrics["latency_ms_p50"] > 0 and 0 <= run.data.metrics["map50_95"] <= 1
+        assert "host.cpu" in run.data.tags
+        artifacts = {a.path for a in client(seeded_home).list_artifacts(run.info.run_id, "compiled")}
+        assert any(p.endswith(".onnx") for p in artifacts) and "compiled/manifest.json" in artifacts
+    baseline = [r for r in runs if r.data.params["precision"] == "fp32" and r.data.params["imgsz"] == "96"
+                and r.data.params["ort_level"] == "disable"]
+    assert baseline[0].data.metrics["speedup_vs_baseline"] == pytest.approx(1.0)
+    assert baseline[0].data.metrics["map50_95_delta_vs_baseline"] == pytest.approx(0.0)
+    parents = [r for r in all_runs(seeded_home) if tracking.SWEEP_TAG in r.data.tags and
+               "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_rerun_resumes_without_duplicates(seeded_home: Path) -> None:
+    spec = parse_spec({**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "precision": ["fp32"], "imgsz": [96]}})
+    first = Sweep(spec, SweepSettings(home=seeded_home))
+    assert first.run().measured == 2
+    before = {r.info.run_id for r in all_runs(seeded_home)}
+
+    again = Sweep(spec, SweepSettings(home=seeded_home))
+    summary = again.run()
+    assert summary.measured == 0 and summary.already_done == 2
+    assert {r.info.run_id for r in all_runs(seeded_home)} == before
+    assert sum(again.cache.builds.values()) == 0
+
+
+def test_failing_variant_does_not_stop_the_sweep(seeded_home: Path) -> None:
+    spec = parse_spec({**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "precision": ["fp32", "fp16"], "imgsz": [64],
+                                               "ort_level": ["all"]},
+                       "baseline": {"scale": "n", "precision": "fp32", "imgsz": 64, "ort_level": "all"}})
+    sweep = Sweep(spec, SweepSettings(home=seeded_home))
+    sweep._prepare()
+    # Make the fp16 model unreadable: a variant whose artifact ONNX Runtime cannot load.
+    from yolobench.data.dataset import load_dataset
+    from yolobench.progress import Progress
+    from yolobench.runner import VariantBuilder, resolve_data_yaml
+    from yolobench.space import Variant
+
+    data_yaml = resolve_data_yaml(spec, seeded_home)
+    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    fp16 = builder.build(Variant.of(["scale", "precision", "imgsz", "ort_level"],
+                                    {"scale": "n", "precision": "fp16", "imgsz": 64, "ort_level": "all"}))
+    fp16.path.write_bytes(b"not an onnx model")
+
+    summary = Sweep(spec, SweepSettings(home=seeded_home)).run()
+    assert summary.measured == 1 and summary.failed == 1
+    runs = {r.data.params["precision"]: r for r in child_runs(seeded_home)}
+    assert runs["fp32"].info.status == "FINISHED"
+    assert runs["fp16"].info.status == "FAILED"
+    assert "onnx" in runs["fp16"].data.tags[tracking.ERROR_TAG].lower() or runs["fp16"].data.tags[tracking.ERROR_TAG]
+    # A failed variant is recorded, not retried on the next run.
+    assert Sweep(spec, SweepSettings(home=seeded_home)).run().failed == 0
+    assert len(child_runs(seeded_home)) == 2
+
+
+def test_killed_sweep_resumes_losing_and_duplicating_nothing(seeded_home: Path, tmp_path: Path) -> None:
+    import yaml
+
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_SWEEP))
+    total = Space.from_spec(parse_spec(TINY_SWEEP)).count()
+    command = [sys.executable, "-m", "yolobench.cli", "sweep", str(spec_path), "--home", str(seeded_home)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    finished_lines = 0
+    for line in process.stdout:
+        if "mAP50-95" in line:
+            finished_lines += 1
+        if finished_lines == 3:
+            os.killpg(process.pid, signal.SIGKILL)  # no chance to clean up
+            break
+    process.wait(timeout=60)
+    assert finished_lines == 3
+
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = child_runs(seeded_home)
+    keys = [r.data.tags[tracking.VARIANT_KEY_TAG] for r in runs]
+    assert len(keys) == len(set(keys)) == total
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{seeded_home / 'optuna.db'}")
+    measured = [t for t in study.trials if t.user_attrs.get("outcome") == "measured"]
+    assert len({t.user_attrs["variant_key"] for t in measured}) == total
+    # At most the one variant in flight when killed was measured twice (once lost, once redone).
+    assert len(measured) <= total + 1
