@@ -75,6 +75,26 @@ def test_end_to_end_one_run_per_variant_and_builds_counted(seeded_home: Path) ->
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
+def test_report_prints_every_variant_and_marks_the_front(seeded_home: Path, tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from yolobench.cli import main
+    from yolobench.report import pareto_front
+
+    spec = {**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "imgsz": [96]}}
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(spec_path), "--home", str(seeded_home)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(spec_path), "--home", str(seeded_home)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines[1:] if line.startswith("n-")]
+    assert len(rows) == 6
+    runs = child_runs(seeded_home)
+    points = [(r.data.metrics["latency_ms_p50"], r.data.metrics["map50_95"]) for r in runs]
+    assert sum(line.rstrip().endswith("*") for line in rows) == len(pareto_front(points)) >= 1
+
+
 def test_rerun_resumes_without_duplicates(seeded_home: Path) -> None:
     spec = parse_spec({**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "precision": ["fp32"], "imgsz": [96]}})
     first = Sweep(spec, SweepSettings(home=seeded_home))

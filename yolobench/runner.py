@@ -294,7 +294,8 @@ class Sweep:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         try:
-            metrics = self._measure(variant, run_id)
+            with search.heartbeat(self.study, trial):
+                metrics = self._measure(variant, run_id)
         except BUGS:
             self.tracker.log(run_id, tags={tracking.ERROR_TAG: traceback.format_exc(limit=3)[-4000:]})
             self.tracker.finish(run_id, "FAILED")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,9 @@ DIRECTIONS = ("minimize", "maximize")
 KEY_ATTR = "variant_key"
 OUTCOME_ATTR = "outcome"  # measured | failed | reused | excluded | interrupted
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
+# A worker on another host that stops beating for GRACE_S is taken for dead; its variant is redone.
+HEARTBEAT_S = 20
+GRACE_S = 120
 
 
 def worker_id() -> str:
@@ -36,11 +41,38 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+def _mark_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
+    study._storage.set_trial_user_attr(trial._trial_id, OUTCOME_ATTR, "interrupted")
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for the trial while it is measured, so other workers can tell a live one from a dead one."""
+    storage = study._storage
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            storage.record_heartbeat(trial._trial_id)
+
+    storage.record_heartbeat(trial._trial_id)
+    thread = threading.Thread(target=beat, name="yolobench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def open_study(storage_url: str, study_name: str, space: Space, seed: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(
         storage_url,
         engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
+        heartbeat_interval=HEARTBEAT_S,
+        grace_period=GRACE_S,
+        failed_trial_callback=_mark_interrupted,
     )
     sampler = AskTellGridSampler(space.axes, seed=seed)
     return optuna.create_study(
@@ -79,6 +111,7 @@ def _process_alive(worker: str) -> bool:
 
 
 def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
+    optuna.storages.fail_stale_trials(study)  # dead workers on other hosts
     done: dict[str, FrozenTrial] = {}
     interrupted: list[FrozenTrial] = []
     for trial in study.get_trials(deepcopy=False):

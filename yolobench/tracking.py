@@ -4,6 +4,7 @@ The names of params, metrics and tags live here so that runs compare across targ
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Tracker:
     artifact_root: Path | None = None  # for a local store: where run artifacts go
 
     def __post_init__(self) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # sweeps run offline; nothing phones home
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri)

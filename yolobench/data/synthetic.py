@@ -14,13 +14,28 @@ CLASS_NAMES = ("circle", "square", "triangle", "cross")
 EMPTY_IMAGE_FRACTION = 0.08  # some images carry no object: detectors must learn to say nothing
 
 
-def _draw_object(image: np.ndarray, rng: np.random.Generator, class_id: int) -> tuple[float, float, float, float]:
+def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    x0, y0, x1, y1 = box
+    return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in others)
+
+
+def _place(rng: np.random.Generator, height: int, width: int, taken: list) -> tuple[int, int, int] | None:
+    """A free square (x0, y0, size) that overlaps no object already drawn, or None."""
+    shorter = min(height, width)
+    for _ in range(20):
+        size = int(rng.integers(max(16, shorter // 10), shorter // 3))
+        x0, y0 = int(rng.integers(0, width - size)), int(rng.integers(0, height - size))
+        if not _overlaps((x0, y0, x0 + size, y0 + size), taken):
+            return x0, y0, size
+    return None
+
+
+def _draw_object(image: np.ndarray, rng: np.random.Generator, class_id: int, x0: int, y0: int,
+                 size: int) -> tuple[float, float, float, float]:
     """Draw one object; return its box as (x_min, y_min, x_max, y_max) in pixels."""
-    height, width = image.shape[:2]
-    size = int(rng.integers(max(12, min(height, width) // 14), min(height, width) // 2))
-    x0 = int(rng.integers(0, width - size))
-    y0 = int(rng.integers(0, height - size))
-    colour = tuple(int(c) for c in rng.integers(40, 256, size=3))
+    # Bright objects on a darker background: colour varies, contrast stays learnable.
+    raw = rng.integers(30, 256, size=3).astype(np.float64)
+    colour = tuple(int(c) for c in raw * rng.integers(170, 256) / raw.max())
     if class_id == 0:
         radius = size // 2
         cv2.circle(image, (x0 + radius, y0 + radius), radius, colour, -1, cv2.LINE_AA)
@@ -42,14 +57,17 @@ def _draw_object(image: np.ndarray, rng: np.random.Generator, class_id: int) -> 
 
 
 def _make_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
-    base = rng.integers(0, 120, size=3)
-    gradient = np.linspace(0, 1, width, dtype=np.float32)[None, :, None] * rng.integers(0, 80, size=3)
-    image = (base + gradient + rng.normal(0, 12, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
+    base = rng.integers(0, 90, size=3)
+    gradient = np.linspace(0, 1, width, dtype=np.float32)[None, :, None] * rng.integers(0, 50, size=3)
+    image = (base + gradient + rng.normal(0, 8, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
     objects: list[tuple[int, tuple]] = []
     if rng.random() >= EMPTY_IMAGE_FRACTION:
         for _ in range(int(rng.integers(1, 5))):
+            placement = _place(rng, height, width, [box for _, box in objects])
+            if placement is None:
+                continue
             class_id = int(rng.integers(0, len(CLASS_NAMES)))
-            objects.append((class_id, _draw_object(image, rng, class_id)))
+            objects.append((class_id, _draw_object(image, rng, class_id, *placement)))
     return image, objects
 
 
