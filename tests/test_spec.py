@@ -150,3 +150,22 @@ def test_bad_file_exits_nonzero_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "axes.precision.0 = 'fp8'" in result.stderr
+
+
+@pytest.mark.parametrize("image_size", [48, 64, 320])
+def test_synthetic_dataset_is_deterministic_and_varied(tmp_path: Path, image_size: int) -> None:
+    from yolobench.data.dataset import load_dataset, read_labels
+    from yolobench.data.synthetic import CLASS_NAMES, make_synthetic_dataset
+
+    first = make_synthetic_dataset(tmp_path / "a", train_images=24, val_images=6, image_size=image_size, seed=3)
+    second = make_synthetic_dataset(tmp_path / "b", train_images=24, val_images=6, image_size=image_size, seed=3)
+    data = load_dataset(first)
+    assert len(data.train_images) == 24 and len(data.val_images) == 6 and data.names == dict(enumerate(CLASS_NAMES))
+    for a, b in zip(data.train_images, load_dataset(second).train_images):
+        assert a.read_bytes() == b.read_bytes()
+    labels = [read_labels(p) for p in data.train_images]
+    assert any(len(l) == 0 for l in labels) or image_size != 320  # some images carry no object
+    classes = {int(c) for l in labels for c in l[:, 0]}
+    assert len(classes) >= 3
+    boxes = [row for l in labels for row in l]
+    assert all(0 <= row[1] <= 1 and 0 < row[3] <= 1 for row in boxes)

@@ -23,7 +23,8 @@ def _place(rng: np.random.Generator, height: int, width: int, taken: list) -> tu
     """A free square (x0, y0, size) that overlaps no object already drawn, or None."""
     shorter = min(height, width)
     for _ in range(20):
-        size = int(rng.integers(max(16, shorter // 10), shorter // 3))
+        smallest = max(8, shorter // 10)
+        size = int(rng.integers(smallest, max(smallest + 1, shorter // 3)))
         x0, y0 = int(rng.integers(0, width - size)), int(rng.integers(0, height - size))
         if not _overlaps((x0, y0, x0 + size, y0 + size), taken):
             return x0, y0, size
