@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,17 @@ def _settings(args: argparse.Namespace):
     )
 
 
+def _launcher() -> str:
+    """How the user can call yolobench again: plain `yolobench` when on PATH, else the script's path."""
+    script = Path(sys.argv[0])
+    if script.name != "yolobench" or shutil.which("yolobench") == str(script):
+        return "yolobench"
+    try:
+        return str(script.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(script)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _print_plan(args.file, args.list)
@@ -67,7 +79,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"  FAILED {label}: {reason.splitlines()[0][:300]}")
     print(f"runs: experiment '{summary.experiment}' in {summary.tracking_uri} (parent run {summary.parent_run_id})")
     print(f"study: '{summary.sweep}' in {summary.storage}")
-    ui_hint = "yolobench ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
+    ui_hint = f"{_launcher()} ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
     if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
         ui_hint = f"open {summary.tracking_uri} in a browser" if summary.tracking_uri.startswith("http") else (
             f"mlflow ui --backend-store-uri {summary.tracking_uri}")

@@ -355,7 +355,7 @@ class Sweep:
         runtime = get_runtime(self.spec.runtime.name)
         work_dir = Path(tempfile.mkdtemp(prefix="yolobench-"))
         try:
-            opened = runtime.open(model.path, variant, self.spec.runtime, work_dir)
+            opened = runtime.open(model, variant, self.spec.runtime, work_dir, self.cache)
             session = opened.session
             measure = self.spec.measure
             latency = measure_latency(

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from yolobench.cache import Artifact, ArtifactCache
 from yolobench.space import Variant
 from yolobench.spec import RuntimeSpec
 
@@ -40,7 +41,12 @@ class Runtime(Protocol):
     def availability(self) -> tuple[bool, str]:
         """Whether this runtime can run here, and why not."""
 
-    def open(self, model_path: Path, variant: Variant, options: RuntimeSpec, work_dir: Path) -> OpenedSession: ...
+    def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
+             cache: ArtifactCache) -> OpenedSession:
+        """Open `model` (the ONNX artifact of the variant's precision) the way `variant` asks.
+
+        A runtime that compiles (TensorRT engine, OAK blob) keeps what it compiles in `cache`,
+        keyed on the model's key and the compile settings; `work_dir` is scratch space."""
 
 
 class RuntimeUnavailable(RuntimeError):

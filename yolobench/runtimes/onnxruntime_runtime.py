@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from yolobench.cache import Artifact, ArtifactCache
 from yolobench.runtimes import OpenedSession, RuntimeUnavailable, register
 from yolobench.space import Variant
 from yolobench.spec import RuntimeSpec
@@ -68,7 +69,8 @@ class OnnxRuntime:
             return False, "package onnxruntime is not installed"
         return True, f"onnxruntime {ort.__version__}; providers here: {', '.join(ort.get_available_providers())}"
 
-    def open(self, model_path: Path, variant: Variant, options: RuntimeSpec, work_dir: Path) -> OpenedSession:
+    def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
+             cache: ArtifactCache) -> OpenedSession:
         import onnxruntime as ort
 
         wanted = PROVIDERS[options.provider]
@@ -89,7 +91,7 @@ class OnnxRuntime:
         compiled = Path(work_dir) / f"model.ort-{level}.onnx"
         session_options.optimized_model_filepath = str(compiled)
         started = time.perf_counter()
-        session = ort.InferenceSession(str(model_path), sess_options=session_options, providers=wanted)
+        session = ort.InferenceSession(str(model.path), sess_options=session_options, providers=wanted)
         compile_s = time.perf_counter() - started
         return OpenedSession(
             session=OrtSession(session, level, threads, options.inter_op_threads),
