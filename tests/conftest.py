@@ -44,7 +44,7 @@ def trained_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     data_yaml = resolve_data_yaml(spec, home)
     builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
-    builder.weights("n")
+    builder.weights(sweep.space.baseline)
     return sweep.cache.root
 
 

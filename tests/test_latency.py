@@ -1,17 +1,23 @@
-"""Latency measurement: the stop rules on a fake clock, the statistics against numpy, the metric
-names, and one real run timing a tiny ONNX Runtime model."""
+"""Latency measurement: the stop rules and profiles on a fake clock, the CV re-measure driven by a
+scripted fake model, CPU pinning, the statistics against numpy, the metric names, and one real run
+timing a tiny ONNX Runtime model."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
 from yolobench.measure.latency import (
     METRIC_NAMES,
+    CpuAffinityError,
     LatencyResult,
     LatencySettings,
     measure_latency,
+    measure_latency_checked,
     phase_done,
+    pinned_to_cpus,
 )
 
 EXPECTED_NAMES = {
@@ -188,3 +194,181 @@ def test_times_a_real_onnxruntime_model() -> None:
     )
     # the per-iteration parts cannot add up to more than the wall time of the phase
     assert metrics["e2e_ms_mean"] * metrics["timed_runs"] <= metrics["timed_seconds"] * 1000 + 1e-6
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+def settings_of(measure) -> LatencySettings:
+    return LatencySettings(warmup_runs=measure.warmup_runs, warmup_seconds=measure.warmup_seconds,
+                           min_runs=measure.min_runs, min_seconds=measure.min_seconds)
+
+
+def test_profiles_give_the_documented_defaults_and_explicit_fields_win() -> None:
+    from yolobench.spec import MeasureSpec
+
+    quick = MeasureSpec()
+    assert (quick.profile, quick.warmup_runs, quick.warmup_seconds, quick.min_runs, quick.min_seconds) == (
+        "quick", 10, 1.0, 50, 2.0)
+    rigorous = MeasureSpec.model_validate({"profile": "rigorous"})
+    assert rigorous.min_runs >= 662 and rigorous.min_seconds >= 60  # enough runs for a p99, MLPerf-like duration
+    assert rigorous.warmup_runs > quick.warmup_runs and rigorous.warmup_seconds > quick.warmup_seconds
+    mixed = MeasureSpec.model_validate({"profile": "rigorous", "min_seconds": 5, "warmup_runs": 3})
+    assert (mixed.min_runs, mixed.min_seconds, mixed.warmup_runs) == (rigorous.min_runs, 5.0, 3)
+    assert MeasureSpec.model_validate({"min_runs": 7}).min_seconds == quick.min_seconds
+    assert MeasureSpec().cv_threshold == pytest.approx(0.10)
+
+
+def test_bad_measure_and_affinity_settings_are_refused_by_name() -> None:
+    from tests.conftest import TINY_SWEEP
+    from yolobench.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match=r"measure\.profile = 'thorough'.*'quick' or 'rigorous'"):
+        parse_spec({**TINY_SWEEP, "measure": {"profile": "thorough"}})
+    with pytest.raises(SpecError, match=r"measure\.cv_threshold"):
+        parse_spec({**TINY_SWEEP, "measure": {"cv_threshold": 0}})
+    for affinity, message in (([], "at least 1"), ([0, 0], "repeat"), ([-1], ">= 0")):
+        with pytest.raises(SpecError, match=rf"runtime\.cpu_affinity.*{message}"):
+            parse_spec({**TINY_SWEEP, "runtime": {**TINY_SWEEP["runtime"], "cpu_affinity": affinity}})
+    spec = parse_spec({**TINY_SWEEP, "runtime": {**TINY_SWEEP["runtime"], "cpu_affinity": [0]}})
+    assert spec.runtime.cpu_affinity == [0]
+
+
+def test_rigorous_profile_stops_on_count_for_slow_runs_and_on_time_for_fast_ones() -> None:
+    from yolobench.spec import MeasureSpec
+
+    settings = settings_of(MeasureSpec.model_validate({"profile": "rigorous"}))
+    clock = FakeClock()
+    slow = measure_latency(fake_model(clock, 0.125), IMAGES, 32, settings, clock=clock)  # binary-exact durations
+    assert slow.warmup_runs == 50  # 50 runs outlast 5 s
+    assert slow.inference_ms.size == settings.min_runs == 1024  # 1024 runs take 128 s > 60 s: the count decides
+    clock = FakeClock()
+    fast = measure_latency(fake_model(clock, 0.03125), IMAGES, 32, settings, clock=clock)
+    assert fast.warmup_runs == 160  # 5 s of 31.25 ms runs
+    assert fast.inference_ms.size == 1920  # 60 s of 31.25 ms runs > 1024: the time decides
+    assert fast.timed_seconds == pytest.approx(60.0)
+
+
+# --- the CV check and its re-measure ----------------------------------------------------------
+
+def scripted_model(clock: FakeClock, durations_s) -> tuple:
+    """A fake model whose n-th call takes durations_s(n) seconds on the fake clock."""
+    output = np.zeros((1, 6, 16), np.float32)
+    calls = [0]
+
+    def infer(tensor: np.ndarray) -> np.ndarray:
+        clock.now += durations_s(calls[0])
+        calls[0] += 1
+        return output
+
+    return infer, calls
+
+
+CHECK_SETTINGS = LatencySettings(warmup_runs=2, warmup_seconds=0.0, min_runs=10, min_seconds=0.0)
+CALLS_PER_ATTEMPT = 12  # 2 warm-up + 10 timed
+
+
+def jitter(n: int) -> float:
+    return 0.005 if n % 2 else 0.015  # 5 / 15 ms alternating: CV 0.5
+
+
+def test_steady_times_are_measured_once() -> None:
+    clock = FakeClock()
+    infer, calls = scripted_model(clock, lambda n: 0.010)
+    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
+    assert calls[0] == CALLS_PER_ATTEMPT
+    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (1, 1, False)
+    assert checked.metrics()["latency_attempts"] == 1.0 and checked.metrics()["latency_cv"] == pytest.approx(0.0)
+
+
+def test_scattered_times_are_re_measured_and_the_steady_attempt_kept() -> None:
+    clock = FakeClock()
+    infer, calls = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else 0.010)
+    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
+    assert calls[0] == 2 * CALLS_PER_ATTEMPT  # the re-measure warms up again
+    assert checked.cvs == pytest.approx((0.5, 0.0))
+    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 2, False)
+    metrics = checked.metrics()
+    assert metrics["latency_attempts"] == 2.0 and metrics["latency_attempt_kept"] == 2.0
+    assert metrics["latency_ms_p50"] == pytest.approx(10.0) and metrics["latency_cv"] == pytest.approx(0.0)
+
+
+def test_times_that_stay_scattered_are_flagged_unstable() -> None:
+    clock = FakeClock()
+    # attempt 1 alternates 5/15 ms (CV 0.5), attempt 2 alternates 8/12 ms (CV 0.2): both above 0.1
+    infer, calls = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else (0.008 if n % 2 else 0.012))
+    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
+    assert calls[0] == 2 * CALLS_PER_ATTEMPT  # re-measured once, not more
+    assert checked.cvs == pytest.approx((0.5, 0.2))
+    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 2, True)
+    # the same times pass a looser threshold at once
+    clock = FakeClock()
+    infer, calls = scripted_model(clock, jitter)
+    assert measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.6, clock=clock).attempts == 1
+
+
+def test_a_worse_re_measure_keeps_the_first_attempt() -> None:
+    clock = FakeClock()
+    infer, _ = scripted_model(clock, lambda n: (0.008 if n % 2 else 0.012) if n < CALLS_PER_ATTEMPT else jitter(n))
+    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
+    assert checked.cvs == pytest.approx((0.2, 0.5))
+    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 1, True)
+    assert checked.result.latency_cv == pytest.approx(0.2)
+
+
+def test_each_attempt_samples_resources_of_its_own_timed_phase() -> None:
+    from yolobench.measure.resources import ResourceSampler
+
+    clock = FakeClock()
+    infer, _ = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else 0.010)
+    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock,
+                                      sampler=ResourceSampler(interval_s=0.01))
+    metrics = checked.metrics()
+    assert metrics["resource_samples"] >= 1
+    assert metrics["rss_mb_max"] > 10 and 0 < metrics["sys_mem_percent_max"] <= 100
+    with pytest.raises(ValueError):
+        measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.0, clock=clock)
+
+
+# --- CPU affinity ------------------------------------------------------------------------------
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+
+
+@needs_affinity
+def test_pinning_covers_every_thread_and_is_undone() -> None:
+    import threading
+
+    before = os.sched_getaffinity(0)
+    target = min(before)
+    ready, release = threading.Event(), threading.Event()
+    seen: dict[str, set[int]] = {}
+
+    def worker() -> None:  # stands in for a runtime's thread pool, started before pinning
+        ready.set()
+        release.wait(10)
+        seen["worker"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait(10)
+    try:
+        with pinned_to_cpus([target]) as used:
+            assert used == [target] and os.sched_getaffinity(0) == {target}
+            release.set()
+            thread.join(10)
+            assert seen["worker"] == {target}
+    finally:
+        release.set()
+        thread.join(10)
+    assert os.sched_getaffinity(0) == before
+
+
+@needs_affinity
+def test_impossible_pinning_fails_clearly_and_changes_nothing() -> None:
+    before = os.sched_getaffinity(0)
+    with pytest.raises(CpuAffinityError, match=r"cpu_affinity \[100000\]"):
+        with pinned_to_cpus([100000]):
+            pass
+    assert os.sched_getaffinity(0) == before
+    with pinned_to_cpus(None) as used:
+        assert used == sorted(before)

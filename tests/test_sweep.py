@@ -79,7 +79,7 @@ def test_report_prints_every_variant_and_marks_the_front(seeded_home: Path, tmp_
     import yaml
 
     from yolobench.cli import main
-    from yolobench.report import pareto_front
+    from yolobench.search import non_dominated
 
     spec = {**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "imgsz": [96]}}
     spec_path = tmp_path / "tiny.yaml"
@@ -91,8 +91,8 @@ def test_report_prints_every_variant_and_marks_the_front(seeded_home: Path, tmp_
     rows = [line for line in lines[1:] if line.startswith("n-")]
     assert len(rows) == 6
     runs = child_runs(seeded_home)
-    points = [(r.data.metrics["latency_ms_p50"], r.data.metrics["map50_95"]) for r in runs]
-    assert sum(line.rstrip().endswith("*") for line in rows) == len(pareto_front(points)) >= 1
+    points = [(r.data.metrics["latency_ms_p50"], -r.data.metrics["map50_95"]) for r in runs]
+    assert sum(line.rstrip().endswith("*") for line in rows) == len(non_dominated(points)) >= 1
 
 
 def test_rerun_resumes_without_duplicates(seeded_home: Path) -> None:

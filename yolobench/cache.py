@@ -134,6 +134,24 @@ class ArtifactCache:
         assert artifact is not None
         return artifact
 
+    def adopt(self, stage: str, key: str, source: Path) -> Artifact:
+        """Put an artifact built elsewhere (a folder holding its files and manifest) in place under its
+        own key, atomically like a build; the first copy wins."""
+        if not (Path(source) / MANIFEST_NAME).is_file():
+            raise BuildFailed(f"{source} has no {MANIFEST_NAME}: not an artifact folder")
+        with self._lock(stage, key):
+            if self.lookup(stage, key) is None:
+                work_dir = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root / stage))
+                try:
+                    shutil.copytree(source, work_dir, dirs_exist_ok=True)
+                    os.replace(work_dir, self._directory(stage, key))
+                except BaseException:
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                    raise
+        artifact = self.lookup(stage, key)
+        assert artifact is not None
+        return artifact
+
     def lineage(self, artifact: Artifact) -> list[dict[str, Any]]:
         """Manifests from the artifact back to its root, so a run can show how it was made."""
         chain = [artifact.manifest]

@@ -22,14 +22,22 @@ def _print_plan(spec_path: str, list_all: bool) -> int:
     space = Space.from_spec(spec)
     print(f"sweep: {spec.name}  ({spec.target or spec.runtime.name})")
     print(f"runtime: {spec.runtime.name} provider={spec.runtime.provider}")
-    print(f"variants: {space.count()}")
+    count = space.count()
+    print(f"variants: {count if count is not None else 'continuous'}")
+    print(f"search: {spec.search.mode}" + (
+        f" ({spec.search.sampler}; budget {spec.search.budget.trials or '-'} trials, "
+        f"{spec.search.budget.minutes or '-'} min)" if spec.search.mode == "pareto" else ""))
     print("axes:")
     for name, values in space.axes.items():
-        print(f"  {name}: {', '.join(str(v) for v in values)}  ({len(values)})")
+        if isinstance(values, list):
+            print(f"  {name}: {', '.join(str(v) for v in values)}  ({len(values)})")
+        else:
+            step = f" step {values.step}" if values.step else ""
+            print(f"  {name}: {values.low} .. {values.high}{step}  (continuous)")
     if space.excluded:
         print(f"excluded: {list(space.excluded)}")
     print(f"baseline: {space.baseline.label}")
-    if list_all:
+    if list_all and space.is_finite:
         for index, variant in enumerate(space.variants(), 1):
             print(f"  {index:>4}  {variant.label}")
     return 0
@@ -44,6 +52,8 @@ def _settings(args: argparse.Namespace):
         storage=args.storage,
         experiment=args.experiment,
         retry_failed=getattr(args, "retry_failed", False),
+        cache_dir=Path(args.cache_dir) if getattr(args, "cache_dir", None) else None,
+        measure_only=getattr(args, "measure_only", False),
     )
 
 
@@ -61,6 +71,7 @@ def _launcher() -> str:
 def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _print_plan(args.file, args.list)
+    from yolobench.prebuilt import ArtifactMissing
     from yolobench.runner import VariantFailed, run_sweep
     from yolobench.stages.weights import WeightsUnavailable
 
@@ -68,7 +79,7 @@ def _sweep(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         summary = run_sweep(spec, settings)
-    except (VariantFailed, WeightsUnavailable) as error:
+    except (VariantFailed, WeightsUnavailable, ArtifactMissing) as error:
         print(f"yolobench: {error}", file=sys.stderr)
         return 1
     print(
@@ -106,16 +117,10 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from yolobench.doctor import format_report, runtime_report
     from yolobench.measure.system import host_fingerprint
-    from yolobench.runtimes import get_runtime, registry
 
-    print("runtimes:")
-    for name in registry.names():
-        usable, reason = get_runtime(name).availability()
-        print(f"  {name:<12} {'usable' if usable else 'NOT usable'}: {reason}")
-    print("host:")
-    for key, value in host_fingerprint().items():
-        print(f"  {key}: {value}")
+    print("\n".join(format_report(runtime_report(), host_fingerprint())))
     return 0
 
 
@@ -147,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="same as plan")
     sweep.add_argument("--list", action="store_true", help="with --dry-run: print every variant")
     sweep.add_argument("--retry-failed", action="store_true", help="run variants that failed before again")
+    sweep.add_argument("--measure-only", action="store_true",
+                       help="never build: take each variant's model from the cache folder or from MLflow (a measuring "
+                            "host without the build extra); a variant whose model is missing fails with what is missing")
+    sweep.add_argument("--cache-dir", help="artifact cache folder, e.g. one copied from the build machine "
+                                           "(default: cache/ under --home)")
     add_store_options(sweep)
     sweep.set_defaults(handler=_sweep)
 

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from yolobench import tracking
+from yolobench import search, tracking
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated when minimising the first value and maximising the second."""
-    front = []
-    for i, (latency_i, accuracy_i) in enumerate(points):
-        dominated = any(
-            latency_j <= latency_i and accuracy_j >= accuracy_i and (latency_j, accuracy_j) != (latency_i, accuracy_i)
-            for j, (latency_j, accuracy_j) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str) -> list[dict[str, Any]]:
-    """One row per finished child run of the sweep's parent runs, fastest first."""
+def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str,
+               objectives: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per finished child run of the sweep, fastest first, with `pareto` set for the runs no
+    other run beats on every objective."""
     experiment = tracker.client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
@@ -38,7 +27,9 @@ def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str)
         for run in runs
         if tracking.PARENT_TAG in run.data.tags and "latency_ms_p50" in run.data.metrics
     ]
-    front = set(pareto_front([(row["latency_ms_p50"], row["map50_95"]) for row in rows]))
+    signs = [-1.0 if o.resolved_direction == "maximize" else 1.0 for o in objectives]
+    points = [[sign * row.get(o.metric, float("nan")) for sign, o in zip(signs, objectives)] for row in rows]
+    front = set(search.non_dominated(points))
     for index, row in enumerate(rows):
         row["pareto"] = index in front
     return sorted(rows, key=lambda row: row["latency_ms_p50"])
@@ -60,10 +51,93 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 def print_report(spec: Any, settings: Any) -> int:
     tracker = tracking.Tracker(settings.resolved_tracking_uri)
     experiment = settings.experiment or spec.tracking.experiment or spec.name
-    rows = sweep_rows(tracker, experiment, spec.name)
+    rows = sweep_rows(tracker, experiment, spec.name, spec.search.objectives)
     if not rows:
         print(f"no finished runs of sweep {spec.name!r} in experiment {experiment!r} at {settings.resolved_tracking_uri}")
         return 1
     print(format_table(rows))
-    print(f"\n{len(rows)} variants; * = on the latency/mAP50-95 Pareto front")
+    names = " / ".join(f"{o.metric} ({o.resolved_direction})" for o in spec.search.objectives)
+    print(f"\n{len(rows)} variants; * = on the Pareto front of {names}")
     return 0
+
+
+def _axis_values(rows: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    return [float(row.get(metric, float("nan"))) for row in rows]
+
+
+def _front_markdown(rows: Sequence[dict[str, Any]], objectives: Sequence[Any]) -> str:
+    metrics = [o.metric for o in objectives]
+    lines = ["| variant | " + " | ".join(metrics) + " | run |", "|---" * (len(metrics) + 2) + "|"]
+    for row in rows:
+        if row["pareto"]:
+            values = " | ".join(f"{row.get(m, float('nan')):.4g}" for m in metrics)
+            lines.append(f"| {row['label']} | {values} | {row['run_id']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _front_svg_html(rows: Sequence[dict[str, Any]], x_metric: str, y_metric: str, title: str) -> str:
+    """A self-contained interactive page (hover a point for its variant): no plotting library needed."""
+    import html
+
+    width, height, margin = 720, 480, 60
+    xs, ys = _axis_values(rows, x_metric), _axis_values(rows, y_metric)
+    x_low, x_high = min(xs), max(xs)
+    y_low, y_high = min(ys), max(ys)
+
+    def scale(value: float, low: float, high: float, size: int, flip: bool) -> float:
+        fraction = 0.5 if high == low else (value - low) / (high - low)
+        return margin + (1 - fraction if flip else fraction) * (size - 2 * margin)
+
+    points = []
+    for row, x, y in zip(rows, xs, ys):
+        colour = "#d62728" if row["pareto"] else "#1f77b4"
+        tip = html.escape(f"{row['label']}: {x_metric}={x:.4g}, {y_metric}={y:.4g}")
+        points.append(
+            f'<circle cx="{scale(x, x_low, x_high, width, False):.1f}" cy="{scale(y, y_low, y_high, height, True):.1f}" '
+            f'r="{6 if row["pareto"] else 4}" fill="{colour}"><title>{tip}</title></circle>'
+        )
+    front = sorted((x, y) for row, x, y in zip(rows, xs, ys) if row["pareto"])
+    line = " ".join(
+        f"{scale(x, x_low, x_high, width, False):.1f},{scale(y, y_low, y_high, height, True):.1f}" for x, y in front)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>
+<body style="font-family:sans-serif"><h3>{html.escape(title)}: Pareto front (red), hover a point</h3>
+<svg width="{width}" height="{height}" style="border:1px solid #ccc">
+<polyline points="{line}" fill="none" stroke="#d62728" stroke-dasharray="4"/>
+{''.join(points)}
+<text x="{width / 2}" y="{height - 15}" text-anchor="middle">{x_metric} ({x_low:.4g} .. {x_high:.4g})</text>
+<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">{y_metric} ({y_low:.4g} .. {y_high:.4g})</text>
+</svg></body></html>
+"""
+
+
+def write_front_report(folder: Path, rows: Sequence[dict[str, Any]], objectives: Sequence[Any], title: str) -> list[Path]:
+    """Pareto plot (PNG and interactive HTML) of the first two objectives, and the front as a table."""
+    x_metric, y_metric = objectives[0].metric, objectives[1].metric
+    written = [folder / "front.md", folder / "pareto.html"]
+    written[0].write_text(_front_markdown(rows, objectives))
+    written[1].write_text(_front_svg_html(rows, x_metric, y_metric, title))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # a measuring host may lack matplotlib: the HTML and the table still go out
+        return written
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    xs, ys = _axis_values(rows, x_metric), _axis_values(rows, y_metric)
+    on_front = [row["pareto"] for row in rows]
+    axes.scatter([x for x, f in zip(xs, on_front) if not f], [y for y, f in zip(ys, on_front) if not f],
+                 s=18, label="variant")
+    front = sorted((x, y, row["label"]) for x, y, row in zip(xs, ys, rows) if row["pareto"])
+    axes.plot([p[0] for p in front], [p[1] for p in front], "o--", color="tab:red", label="Pareto front")
+    for x, y, label in front:
+        axes.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel(x_metric)
+    axes.set_ylabel(y_metric)
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    png = folder / "pareto.png"
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return [*written, png]

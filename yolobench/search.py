@@ -6,18 +6,17 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from yolobench.space import Space, Variant
-
-OBJECTIVES = ("latency_ms_p50", "map50_95")
-DIRECTIONS = ("minimize", "maximize")
+from yolobench.spec import FloatRange, Objective, SearchSpec
 
 # Trial user attributes.
 KEY_ATTR = "variant_key"
@@ -65,27 +64,58 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def open_study(storage_url: str, study_name: str, space: Space, seed: int) -> optuna.Study:
+def make_sampler(search: SearchSpec, space: Space) -> optuna.samplers.BaseSampler:
+    """GridSampler for grid mode; in Pareto mode the multi-objective sampler the sweep file names."""
+    if search.mode == "grid":
+        return AskTellGridSampler(space.axes, seed=search.seed)
+    if search.sampler == "nsga2":
+        # A small population: budgets here are tens of trials, and the first generation is random.
+        population = max(4, min(20, (search.budget.trials or 40) // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=search.seed)
+    if search.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, n_startup_trials=5)
+    if search.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=5)
+    return optuna.samplers.RandomSampler(seed=search.seed)
+
+
+def open_study(storage_url: str, study_name: str, space: Space, search: SearchSpec) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(
         storage_url,
         engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
         heartbeat_interval=HEARTBEAT_S,
         grace_period=GRACE_S,
-        failed_trial_callback=_mark_interrupted,
+        heartbeat_stale_trial_callback=_mark_interrupted,
     )
-    sampler = AskTellGridSampler(space.axes, seed=seed)
-    return optuna.create_study(
+    directions = [objective.resolved_direction for objective in search.objectives]
+    study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=sampler,
-        directions=list(DIRECTIONS),
+        sampler=make_sampler(search, space),
+        directions=directions,
         load_if_exists=True,
     )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise StudyMismatch(
+            f"study {study_name!r} in {storage_url} optimises {stored}, but the sweep file asks for "
+            f"{directions} ({[o.metric for o in search.objectives]}); rename the sweep or use another --storage"
+        )
+    return study
+
+
+class StudyMismatch(RuntimeError):
+    """The stored study was made for other objectives than the sweep file now asks for."""
 
 
 def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
-    params = {name: trial.suggest_categorical(name, values) for name, values in space.axes.items()}
+    params = {}
+    for name, values in space.axes.items():
+        if isinstance(values, FloatRange):
+            params[name] = trial.suggest_float(name, values.low, values.high, step=values.step)
+        else:
+            params[name] = trial.suggest_categorical(name, values)
     return space.variant_from_params(params)
 
 
@@ -150,5 +180,59 @@ def enqueue_unreachable(study: optuna.Study, remaining: dict[str, Variant]) -> i
     return count
 
 
-def objective_values(metrics: dict[str, Any]) -> list[float]:
-    return [float(metrics[name]) for name in OBJECTIVES]
+def objective_values(metrics: dict[str, Any], objectives: Sequence[Objective]) -> list[float]:
+    return [float(metrics[objective.metric]) for objective in objectives]
+
+
+# --- the front and its hypervolume -------------------------------------------------------------
+# Losses are normalised so sweeps compare: a minimised metric as a ratio to the baseline's value
+# (reference 2: twice the baseline's latency or size counts for nothing), mAP as 1 - mAP (reference 1).
+REFERENCE_RATIO = 2.0
+
+
+def losses(metrics: dict[str, float], objectives: Sequence[Objective], baseline: dict[str, float]) -> list[float]:
+    values = []
+    for objective in objectives:
+        value = float(metrics[objective.metric])
+        if objective.resolved_direction == "maximize":
+            values.append(1.0 - value if objective.metric.startswith("map") else -value)
+        else:
+            values.append(value / float(baseline[objective.metric]))
+    return values
+
+
+def reference_point(objectives: Sequence[Objective]) -> list[float]:
+    return [1.0 if o.resolved_direction == "maximize" else REFERENCE_RATIO for o in objectives]
+
+
+def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point dominates (all coordinates minimised)."""
+    front = []
+    for i, point in enumerate(points):
+        dominated = any(
+            all(o <= p for o, p in zip(other, point)) and any(o < p for o, p in zip(other, point))
+            for j, other in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Volume dominated by the points and bounded by the reference point (all minimised)."""
+    inside = np.array([p for p in points if all(v < r for v, r in zip(p, reference))], dtype=float)
+    if len(inside) == 0:
+        return 0.0
+    front = inside[non_dominated(inside.tolist())]
+    if front.shape[1] == 2:
+        front = front[np.argsort(front[:, 0])]
+        volume, previous_y = 0.0, reference[1]
+        for x, y in front:
+            if y < previous_y:
+                volume += (reference[0] - x) * (previous_y - y)
+                previous_y = y
+        return float(volume)
+    from optuna._hypervolume import compute_hypervolume  # exact WFG for 3 objectives
+
+    return float(compute_hypervolume(front, np.asarray(reference, dtype=float)))

@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from yolobench.spec import SweepSpec
+from yolobench.spec import FloatRange, SweepSpec
 
 AxisValue = str | int | float | bool
+AxisValues = list[AxisValue] | FloatRange
+LABEL_PREFIXES = {"width_multiple": "w", "depth_multiple": "d", "teacher": "teacher-"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Variant:
         for name, value in self.values:
             if isinstance(value, bool):
                 parts.append(f"{name}" if value else f"no_{name}")
+            elif name in LABEL_PREFIXES:
+                shown = Path(str(value)).stem if name == "teacher" else f"{value:g}" if isinstance(value, float) else value
+                parts.append(f"{LABEL_PREFIXES[name]}{shown}")
             elif name in {"threads", "shaves", "trt_opt_level"}:
                 parts.append(f"{name}{value}")
             else:
@@ -54,7 +60,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Space:
-    axes: dict[str, list[AxisValue]]
+    axes: dict[str, AxisValues]
     excluded: tuple[Mapping[str, Any], ...]
     baseline: Variant
 
@@ -71,7 +77,14 @@ class Space:
     def axis_names(self) -> list[str]:
         return list(self.axes)
 
+    @property
+    def is_finite(self) -> bool:
+        return not any(isinstance(values, FloatRange) for values in self.axes.values())
+
     def variants(self) -> Iterator[Variant]:
+        """Every variant of a finite space (a continuous axis has no list to enumerate)."""
+        if not self.is_finite:
+            raise ValueError("a space with a continuous axis cannot be enumerated")
         for combination in itertools.product(*self.axes.values()):
             variant = Variant(tuple(zip(self.axes, combination)))
             if not self.is_excluded(variant):
@@ -80,8 +93,9 @@ class Space:
     def is_excluded(self, variant: Variant) -> bool:
         return any(variant.matches(entry) for entry in self.excluded)
 
-    def count(self) -> int:
-        return sum(1 for _ in self.variants())
+    def count(self) -> int | None:
+        """Number of variants; None when an axis is continuous."""
+        return sum(1 for _ in self.variants()) if self.is_finite else None
 
     def variant_from_params(self, params: Mapping[str, Any]) -> Variant:
         return Variant.of(self.axis_names, params)
@@ -94,6 +108,7 @@ def variant_key(spec: SweepSpec, variant: Variant) -> str:
         "model": spec.model.model_dump(),
         "data": spec.data.model_dump(),
         "runtime": spec.runtime.model_dump(),
+        "export": spec.export.model_dump(),
         "int8": spec.int8.model_dump() if variant.get("precision") == "int8" else None,
         "measure": spec.measure.model_dump(),
         "variant": variant.as_dict(),

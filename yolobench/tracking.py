@@ -15,6 +15,10 @@ SWEEP_TAG = "yolobench.sweep"
 VARIANT_KEY_TAG = "yolobench.variant_key"
 ARTIFACT_KEY_TAG = "yolobench.artifact_key"
 ERROR_TAG = "yolobench.error"
+UNSTABLE_TAG = "yolobench.unstable"  # "true": inference CV stayed above measure.cv_threshold after a re-measure
+PARETO_TAG = "yolobench.pareto"
+TRAINING_KEY_TAG = "yolobench.training_key"  # on a training run: the trained model's cache key
+TRAINING_RUN_TAG = "yolobench.training_run_id"  # on a variant: the run that trained its weights
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -82,14 +86,14 @@ class Tracker:
         return run.info.run_id
 
     def log(self, run_id: str, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
-            tags: Mapping[str, str] | None = None) -> None:
+            tags: Mapping[str, str] | None = None, step: int = 0) -> None:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )

@@ -4,6 +4,7 @@ recall the way Ultralytics reports them, and the COCO json so any result can be 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,21 @@ class AccuracyResult:
     def coco_predictions(self) -> list[dict]:
         """COCO results json: image_id, category_id, bbox [x, y, w, h], score."""
         return [dict(p, bbox=list(p["bbox"])) for p in self._predictions]
+
+
+GROUND_TRUTH_FILE = "ground_truth.json"
+PREDICTIONS_FILE = "predictions.json"
+
+
+def write_coco_json(result: AccuracyResult, folder: Path) -> tuple[Path, Path]:
+    """Write the ground truth and the detections that were scored as COCO json (compact; floats as
+    Python writes them, so a re-score reads back exactly what was scored). Returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ground_truth, predictions = folder / GROUND_TRUTH_FILE, folder / PREDICTIONS_FILE
+    ground_truth.write_text(json.dumps(result.coco_ground_truth(), separators=(",", ":")))
+    predictions.write_text(json.dumps(result.coco_predictions(), separators=(",", ":")))
+    return ground_truth, predictions
 
 
 def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:

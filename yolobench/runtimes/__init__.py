@@ -7,13 +7,15 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from yolobench.cache import Artifact, ArtifactCache
-from yolobench.space import Variant
-from yolobench.spec import RuntimeSpec
+
+if TYPE_CHECKING:  # not at run time: runtimes import without pydantic (scripts/gpu_check.py on a bare GPU host)
+    from yolobench.space import Variant
+    from yolobench.spec import RuntimeSpec
 
 
 class Session(Protocol):
@@ -36,6 +38,11 @@ class OpenedSession:
 
 
 class Runtime(Protocol):
+    """Optional extras, looked up with hasattr: `provider_availability() -> {provider: (usable, reason)}`
+    and `checks() -> [(what, usable, reason)]` for `yolobench doctor`; `set_postprocess(conf, iou, max_det)`, called before `open` for a
+    runtime that decodes on the device; and a session's `metrics() -> {name: value}` for what only the
+    runtime can time (e.g. on-device inference)."""
+
     name: str
 
     def availability(self) -> tuple[bool, str]:
@@ -79,7 +86,8 @@ registry = _Registry()
 register = registry.register
 get_runtime = registry.get
 
-_BUILTIN_MODULES = ("yolobench.runtimes.onnxruntime_runtime",)
+_BUILTIN_MODULES = ("yolobench.runtimes.onnxruntime_runtime", "yolobench.runtimes.tensorrt_runtime",
+                    "yolobench.runtimes.depthai_runtime")
 
 
 def _load_builtins() -> None:

@@ -1,25 +1,41 @@
-"""ONNX Runtime: execution provider, graph optimisation level and threads; the model ORT
-optimised at that level (optimized_model_filepath) is the variant's compiled artifact."""
+"""ONNX Runtime: execution provider (CPU, CUDA, TensorRT) with its provider options, graph optimisation
+level and threads; the model ORT optimised at that level (optimized_model_filepath) is the variant's
+compiled artifact, except under the TensorRT EP, whose compiled nodes ORT cannot save (its engines go to
+an engine cache in the artifact cache instead).
+
+GPU providers run through IO binding: the input lives in a device buffer that each call overwrites in
+place, the output is bound to a preallocated device buffer, and only the output is copied back. `infer`
+must return host numpy (post-processing and mAP run on the host), so the latency harness's "inference"
+figure includes both copies; each phase is also timed apart (PhaseTimings) and reported as gpu_* metrics."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
 from yolobench.cache import Artifact, ArtifactCache
 from yolobench.runtimes import OpenedSession, RuntimeUnavailable, register
-from yolobench.space import Variant
-from yolobench.spec import RuntimeSpec
+from yolobench.runtimes.timing import HOST_CLOCK_SYNCHRONIZED, PhaseTimings
+
+if TYPE_CHECKING:
+    from yolobench.space import Variant
+    from yolobench.spec import RuntimeSpec
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+# Where a provider keeps its tensors: IO binding to that device saves the copies ORT would make per run.
+BINDING_DEVICE = {"CPUExecutionProvider": None, "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+ORT_TENSORRT_CACHE_DIR = "ort-tensorrt"
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 def graph_optimization_level(name: str) -> Any:
@@ -33,30 +49,201 @@ def graph_optimization_level(name: str) -> Any:
     }[name]
 
 
+def io_binding_device(providers_in_use: list[str]) -> str | None:
+    """The device to bind inputs/outputs on, from the provider ORT actually put first; None = plain run()."""
+    return BINDING_DEVICE.get(providers_in_use[0]) if providers_in_use else None
+
+
+def provider_options(provider: str, precision: str, user_options: dict[str, Any],
+                     trt_cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Options for each provider of PROVIDERS[provider]; the user's sweep options go to the first and win.
+
+    TensorRT EP defaults: engine and timing caches on (in the artifact cache: a rebuild per run would be
+    counted as compile time every time) and fp16/int8 kernels allowed for fp16/int8 artifacts (TensorRT 10
+    semantics; an int8 artifact is Q/DQ, so int8 is explicit quantisation, no calibration table)."""
+    names = PROVIDERS[provider]
+    options: list[dict[str, Any]] = [{} for _ in names]
+    for index, name in enumerate(names):
+        if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            options[index]["device_id"] = 0
+    if provider == "tensorrt":
+        if trt_cache_dir is None:
+            raise ValueError("the TensorRT EP needs an engine cache directory")
+        options[0].update({
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(trt_cache_dir),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(trt_cache_dir),
+            "trt_fp16_enable": precision in ("fp16", "int8"),
+            "trt_int8_enable": precision == "int8",
+        })  # fmt: skip
+    options[0].update(user_options)
+    return options
+
+
+def ort_tensorrt_cache_dir(cache_root: Path) -> Path:
+    """Engine/timing cache folder of the ORT TensorRT EP, one per GPU and library versions: ORT names its
+    engine files by model hash and compute capability, not by TensorRT version."""
+    from yolobench.gpu import GpuUnavailable, gpu_identity, installed_version
+
+    try:
+        gpu: dict[str, str] = gpu_identity().cache_versions()
+    except GpuUnavailable:
+        gpu = {"gpu": "unknown"}
+    identity = {
+        **gpu,
+        "onnxruntime": installed_version("onnxruntime-gpu", "onnxruntime"),
+        "tensorrt": installed_version("tensorrt", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs"),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(cache_root) / ORT_TENSORRT_CACHE_DIR / digest
+
+
 class OrtSession:
-    def __init__(self, session: Any, level: str, threads: int, inter_op_threads: int) -> None:
+    def __init__(self, session: Any, level: str, threads: int, inter_op_threads: int,
+                 binding_device: str | None = None) -> None:
         self._session = session
-        self._input_name = session.get_inputs()[0].name
-        self._output_names = [session.get_outputs()[0].name]
+        model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
+        self._input_name = model_input.name
+        self._output_names = [model_output.name]
         self._level = level
         self._threads = threads
         self._inter_op_threads = inter_op_threads
+        self._binding = None
+        self.binding_device = binding_device
+        if binding_device is not None:
+            self._bind(model_input, model_output, binding_device)
+
+    def _bind(self, model_input: Any, model_output: Any, device: str) -> None:
+        """Preallocate the input and output on `device` once; each call then only copies in and out."""
+        import onnxruntime as ort
+
+        def static(shape: list[Any]) -> list[int] | None:
+            return [int(d) for d in shape] if all(isinstance(d, int) for d in shape) else None
+
+        input_shape = static(model_input.shape)
+        if input_shape is None:
+            raise ValueError(f"IO binding needs a static input shape, model has {model_input.shape}")
+        self._input_dtype = _NUMPY_TYPES[model_input.type]
+        self._input_value = ort.OrtValue.ortvalue_from_numpy(np.zeros(input_shape, self._input_dtype), device, 0)
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_input(self._input_name, self._input_value)
+        output_shape = static(model_output.shape)
+        if output_shape is not None:
+            output_value = ort.OrtValue.ortvalue_from_shape_and_type(
+                output_shape, _NUMPY_TYPES[model_output.type], device, 0
+            )
+            binding.bind_ortvalue_output(model_output.name, output_value)
+            self._output_value = output_value
+        else:
+            binding.bind_output(model_output.name, device, 0)
+        self._binding = binding
+        self.phase_timings = PhaseTimings(HOST_CLOCK_SYNCHRONIZED)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        return self._session.run(self._output_names, {self._input_name: tensor})[0]
+        if self._binding is None:
+            return self._session.run(self._output_names, {self._input_name: tensor})[0]
+        started = time.perf_counter()
+        self._input_value.update_inplace(np.ascontiguousarray(tensor, dtype=self._input_dtype))  # host -> device
+        copied_in = time.perf_counter()
+        self._session.run_with_iobinding(self._binding)  # returns once the provider's stream is synchronised
+        computed = time.perf_counter()
+        output = self._binding.copy_outputs_to_cpu()[0]  # device -> host, for post-processing
+        copied_out = time.perf_counter()
+        self.phase_timings.add((copied_in - started) * 1e3, (computed - copied_in) * 1e3, (copied_out - computed) * 1e3)
+        return output
 
     def info(self) -> dict[str, Any]:
-        return {
-            "providers": ",".join(self._session.get_providers()),
+        providers = self._session.get_providers()
+        info = {
+            "providers": ",".join(providers),
             # 0 means ORT's default: one intra-op thread per physical core.
             "threads": self._threads or (psutil.cpu_count(logical=False) or 1),
             "threads_requested": self._threads,
             "inter_op_threads": self._inter_op_threads,
             "ort_level": self._level,
+            "io_binding": self.binding_device or "none",
         }
+        if providers and providers[0] != "CPUExecutionProvider":
+            # What ORT actually applied, defaults included (strings, as ORT reports them).
+            info["provider_options"] = {
+                name: dict(values) for name, values in self._session.get_provider_options().items() if name in providers
+            }
+        if self._binding is not None:
+            info["phase_timing"] = self.phase_timings.method
+        return info
 
     def close(self) -> None:
+        self._binding = None
         self._session = None
+
+
+def open_ort_session(
+    model_path: Path,
+    *,
+    provider: str,
+    level: str,
+    threads: int = 0,
+    inter_op_threads: int = 0,
+    precision: str = "fp32",
+    user_provider_options: dict[str, Any] | None = None,
+    work_dir: Path,
+    cache_root: Path,
+    io_binding: bool | None = None,
+) -> tuple[OrtSession, Path | None, float]:
+    """Open `model_path` on `provider`; returns the session, the ORT-optimised model (or None) and the
+    session creation time. `io_binding` None = bind where the provider's device is not the host."""
+    import onnxruntime as ort
+
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        # Falling back silently would log CPU numbers under a GPU provider's name.
+        raise RuntimeUnavailable(
+            f"provider {wanted[0]} is not available here (available: {', '.join(available)}); "
+            "install onnxruntime-gpu (pip install 'yolobench[gpu]') on a machine with an NVIDIA GPU"
+        )
+    if provider != "cpu" and hasattr(ort, "preload_dlls"):
+        _preload_cuda_libraries(ort)
+    trt_cache_dir = ort_tensorrt_cache_dir(cache_root) if provider == "tensorrt" else None
+    if trt_cache_dir is not None:
+        trt_cache_dir.mkdir(parents=True, exist_ok=True)
+    options = provider_options(provider, precision, dict(user_provider_options or {}), trt_cache_dir)
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = graph_optimization_level(level)
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = inter_op_threads
+    session_options.log_severity_level = 3
+    compiled: Path | None = None
+    if provider != "tensorrt":  # ORT refuses to save a graph holding TensorRT-compiled nodes
+        compiled = Path(work_dir) / f"model.ort-{level}.onnx"
+        session_options.optimized_model_filepath = str(compiled)
+    started = time.perf_counter()
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=session_options, providers=wanted,
+                                       provider_options=options)  # fmt: skip
+    except Exception as error:  # ORT raises its own Fail/RuntimeException types for a provider that cannot load
+        if provider == "cpu":
+            raise
+        raise RuntimeUnavailable(f"{wanted[0]} could not open the model: {str(error).splitlines()[0][:500]}") from error
+    compile_s = time.perf_counter() - started
+    in_use = session.get_providers()
+    if in_use[0] != wanted[0]:
+        # ORT drops a provider whose libraries fail to load and carries on with the next one.
+        raise RuntimeUnavailable(f"{wanted[0]} failed to load (ORT fell back to {in_use[0]}); check CUDA/cuDNN/TensorRT libraries")
+    device = None if io_binding is False else io_binding_device(in_use)
+    if io_binding and device is None:
+        device = "cpu"  # asked for explicitly on the CPU provider (tests, comparisons)
+    session_wrapper = OrtSession(session, level, threads, inter_op_threads, binding_device=device)
+    return session_wrapper, compiled if compiled is not None and compiled.exists() else None, compile_s
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages when present (ORT >= 1.21); harmless otherwise."""
+    try:
+        ort.preload_dlls()
+    except Exception:  # missing libraries are reported by the session that needs them, with ORT's own message
+        pass
 
 
 class OnnxRuntime:
@@ -69,35 +256,39 @@ class OnnxRuntime:
             return False, "package onnxruntime is not installed"
         return True, f"onnxruntime {ort.__version__}; providers here: {', '.join(ort.get_available_providers())}"
 
+    def provider_availability(self) -> dict[str, tuple[bool, str]]:
+        """Each provider a sweep file can name, usable here or not, and why (for `yolobench doctor`)."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return {name: (False, "package onnxruntime is not installed") for name in PROVIDERS}
+        from yolobench.gpu import gpu_unavailable_reason
+
+        available = ort.get_available_providers()
+        result: dict[str, tuple[bool, str]] = {}
+        for name, providers in PROVIDERS.items():
+            if providers[0] not in available:
+                result[name] = (False, f"{providers[0]} is not in this onnxruntime build (install onnxruntime-gpu)")
+            elif name != "cpu" and (reason := gpu_unavailable_reason()) is not None:
+                result[name] = (False, f"{providers[0]} is built in, but {reason}")
+            else:
+                result[name] = (True, providers[0])
+        return result
+
     def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
              cache: ArtifactCache) -> OpenedSession:
-        import onnxruntime as ort
-
-        wanted = PROVIDERS[options.provider]
-        available = ort.get_available_providers()
-        if wanted[0] not in available:
-            # Falling back silently would log CPU numbers under a GPU provider's name.
-            raise RuntimeUnavailable(
-                f"provider {wanted[0]} is not available here (available: {', '.join(available)}); "
-                "install onnxruntime-gpu on a machine with an NVIDIA GPU"
-            )
-        level = str(variant.get("ort_level", "all"))
-        threads = int(variant.get("threads", options.threads))
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = graph_optimization_level(level)
-        session_options.intra_op_num_threads = threads
-        session_options.inter_op_num_threads = options.inter_op_threads
-        session_options.log_severity_level = 3
-        compiled = Path(work_dir) / f"model.ort-{level}.onnx"
-        session_options.optimized_model_filepath = str(compiled)
-        started = time.perf_counter()
-        session = ort.InferenceSession(str(model.path), sess_options=session_options, providers=wanted)
-        compile_s = time.perf_counter() - started
-        return OpenedSession(
-            session=OrtSession(session, level, threads, options.inter_op_threads),
-            compiled_artifact=compiled if compiled.exists() else None,
-            compile_s=compile_s,
+        session, compiled, compile_s = open_ort_session(
+            model.path,
+            provider=options.provider,
+            level=str(variant.get("ort_level", "all")),
+            threads=int(variant.get("threads", options.threads)),
+            inter_op_threads=options.inter_op_threads,
+            precision=str(variant.get("precision", "fp32")),
+            user_provider_options=dict(getattr(options, "provider_options", None) or {}),
+            work_dir=work_dir,
+            cache_root=cache.root,
         )
+        return OpenedSession(session=session, compiled_artifact=compiled, compile_s=compile_s)
 
 
 @register("onnxruntime")

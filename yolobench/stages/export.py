@@ -1,8 +1,9 @@
 """Export stage: weights -> static-shape fp32 ONNX (batch 1, CPU) through Ultralytics' exporter.
 
-The manifest records what the exporter does on its own (BatchNorm folding, constant folding, onnxslim),
-each verified on this export, plus the model facts (params, GFLOPs, classes) a measuring host without
-torch needs to log.
+Ultralytics' exporter folds BatchNorm into Conv, the torch exporter folds constants (and, in eval mode, BatchNorm
+again) and onnxslim simplifies (and folds BatchNorm a third time). `ExportOptions` can switch each of them off, so a
+"no fusion" baseline really has none; the manifest records which of them were applied and which were not, each
+verified on this export, plus the model facts (params, GFLOPs, classes) a measuring host without torch needs to log.
 """
 
 from __future__ import annotations
@@ -15,11 +16,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
 from yolobench.stages.ultralytics_env import ensure_prepared, versions
 
 STAGE = "export"
 STRIDE = 32  # YOLO11's largest stride: Ultralytics rounds other sizes up, which would break the imgsz axis
+# onnxslim's fusion patterns that fold BatchNormalization into the Conv before it (onnxslim 0.1.x names).
+ONNXSLIM_BATCHNORM_FUSIONS = ("FusionConvBN", "FusionConvTransposeBN")
+
+
+class ExportOptions(BaseModel):
+    """What the exporter may optimise on its own; the defaults are Ultralytics' own behaviour (everything on).
+
+    `fold_bn: false` keeps every BatchNormalization node (Ultralytics' fuse() leaves them in, the torch exporter's
+    eval-mode Conv+BN peephole is skipped, onnxslim's Conv+BN fusion is skipped), so that ORT level `disable` runs the
+    graph as trained. `opset: null` lets Ultralytics pick the newest opset its onnx supports.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fold_bn: bool = True
+    constant_folding: bool = True
+    simplify: bool = True
+    opset: int | None = Field(None, ge=11, le=23)
 
 
 def tensor_shape(value_info: Any) -> list[int | str]:
@@ -33,41 +54,63 @@ def op_counts(model: Any) -> dict[str, int]:
 
 
 @contextmanager
-def _observe_exporter(record: dict[str, Any]) -> Iterator[None]:
-    """Watch, without changing, the two calls the Ultralytics ONNX exporter makes: torch.onnx.export and onnxslim.slim.
+def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterator[None]:
+    """Apply `options` to the three places the Ultralytics ONNX exporter optimises, and record each call as made.
 
-    Ultralytics swallows an onnxslim failure into a warning; recording the call is how we know it ran.
+    - ultralytics.nn.tasks.fuse_conv_and_bn / fuse_deconv_and_bn (called by model.fuse(), which the exporter always
+      calls): with fold_bn off they return the conv followed by its BatchNorm, so fuse() still does everything else
+      it does (branch re-parameterisation, head clean-up) and the forward pass is unchanged.
+    - torch.onnx.export: do_constant_folding as asked; with fold_bn off and folding on, training=PRESERVE, because
+      the TorchScript exporter's eval-mode peephole (run with constant folding) folds Conv+BatchNorm.
+    - onnxslim.slim: with fold_bn off, its Conv+BatchNorm fusions are skipped. Ultralytics swallows an onnxslim
+      failure into a warning; recording the call is how we know it ran.
     """
     import onnxslim
     import torch
+    import ultralytics.nn.tasks as tasks
 
-    original_export, original_slim = torch.onnx.export, onnxslim.slim
+    originals = (torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn)
+    original_export, original_slim, original_fuse_conv, original_fuse_deconv = originals
     export_defaults = {
         name: parameter.default for name, parameter in inspect.signature(original_export).parameters.items()
     }
+    record["batchnorm_kept_by_fuse"] = 0
 
     def export(*args: Any, **kwargs: Any) -> Any:
+        kwargs["do_constant_folding"] = options.constant_folding
+        if not options.fold_bn and options.constant_folding:
+            kwargs["training"] = torch.onnx.TrainingMode.PRESERVE  # the model is in eval mode: BN stays inference BN
         record["torch_onnx_export"] = {
             name: kwargs.get(name, export_defaults.get(name))
             for name in ("opset_version", "dynamo", "do_constant_folding")
         }
+        record["torch_onnx_export"]["training"] = str(kwargs.get("training", export_defaults.get("training")))
         return original_export(*args, **kwargs)
 
     def slim(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not options.fold_bn:
+            kwargs["skip_fusion_patterns"] = [*(kwargs.get("skip_fusion_patterns") or []), *ONNXSLIM_BATCHNORM_FUSIONS]
         nodes_before = len(model.graph.node)
         try:
             slimmed = original_slim(model, *args, **kwargs)
         except Exception as error:
             record["onnxslim"] = {"error": f"{error.__class__.__name__}: {error}"}
             raise
-        record["onnxslim"] = {"nodes_before": nodes_before, "nodes_after": len(slimmed.graph.node)}
+        record["onnxslim"] = {"nodes_before": nodes_before, "nodes_after": len(slimmed.graph.node),
+                              "skip_fusion_patterns": list(kwargs.get("skip_fusion_patterns") or [])}  # fmt: skip
         return slimmed
 
+    def keep_batchnorm(conv: Any, bn: Any) -> Any:
+        record["batchnorm_kept_by_fuse"] += 1
+        return torch.nn.Sequential(conv, bn)
+
     torch.onnx.export, onnxslim.slim = export, slim
+    if not options.fold_bn:
+        tasks.fuse_conv_and_bn = tasks.fuse_deconv_and_bn = keep_batchnorm
     try:
         yield
     finally:
-        torch.onnx.export, onnxslim.slim = original_export, original_slim
+        torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn = originals
 
 
 def _model_facts(weights_path: Path, imgsz: int) -> dict[str, Any]:
@@ -90,49 +133,60 @@ def _model_facts(weights_path: Path, imgsz: int) -> dict[str, Any]:
     }
 
 
-def _applied_by_default(record: dict[str, Any], facts: dict[str, Any], counts: dict[str, int], simplify: bool) -> list:
-    """The optimisations the exporter applied that no axis value shows, each with its evidence."""
+def _fusion_record(
+    record: dict[str, Any], facts: dict[str, Any], counts: dict[str, int], options: ExportOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(applied, not applied): the exporter's own optimisations, each with its evidence from this export.
+
+    A claim the graph contradicts (BatchNorm asked to be folded but still there, or kept but gone) fails the build.
+    """
     applied: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    weights_batchnorms = facts["batchnorm_modules_in_weights"]
     onnx_batchnorms = counts.get("BatchNormalization", 0)
-    if facts["batchnorm_modules_in_weights"] and onnx_batchnorms:
-        raise BuildFailed(f"export kept {onnx_batchnorms} BatchNormalization nodes: Ultralytics' fuse() did not run")
-    if facts["batchnorm_modules_in_weights"]:
-        applied.append(
-            {
-                "name": "batchnorm_folded_into_conv",
-                "by": "ultralytics Exporter: model.fuse()",
-                "evidence": {
-                    "batchnorm_modules_in_weights": facts["batchnorm_modules_in_weights"],
-                    "BatchNormalization_nodes_in_onnx": onnx_batchnorms,
-                },
-            }
-        )
+    batchnorm = {"batchnorm_modules_in_weights": weights_batchnorms, "BatchNormalization_nodes_in_onnx": onnx_batchnorms}
+    if options.fold_bn:
+        if weights_batchnorms and onnx_batchnorms:
+            raise BuildFailed(f"export kept {onnx_batchnorms} BatchNormalization nodes: Ultralytics' fuse() did not run")
+        if weights_batchnorms:
+            applied.append({"name": "batchnorm_folded_into_conv", "by": "ultralytics Exporter: model.fuse()",
+                            "evidence": batchnorm})  # fmt: skip
+    elif weights_batchnorms:
+        if onnx_batchnorms != record["batchnorm_kept_by_fuse"] or not onnx_batchnorms:
+            raise BuildFailed(
+                f"export.fold_bn=false, but the graph has {onnx_batchnorms} BatchNormalization nodes for "
+                f"{record['batchnorm_kept_by_fuse']} BatchNorms fuse() left in: something else folded them"
+            )
+        skipped.append({"name": "batchnorm_folded_into_conv", "because": "export.fold_bn=false",
+                        "evidence": {**batchnorm, "batchnorm_kept_by_fuse": record["batchnorm_kept_by_fuse"]}})  # fmt: skip
     exported = record.get("torch_onnx_export")
     if exported is None:
         raise BuildFailed("Ultralytics did not call torch.onnx.export; cannot tell what the graph went through")
     if exported["do_constant_folding"] and exported["dynamo"] is False:
-        applied.append(
-            {
-                "name": "constant_folding",
-                "by": "torch.onnx.export (TorchScript exporter, do_constant_folding=True)",
-                "evidence": exported,
-            }
-        )
-    if simplify:
-        slimmed = record.get("onnxslim")
+        applied.append({"name": "constant_folding",
+                        "by": "torch.onnx.export (TorchScript exporter, do_constant_folding=True)",
+                        "evidence": exported})  # fmt: skip
+    elif not exported["do_constant_folding"]:
+        skipped.append({"name": "constant_folding", "because": "export.constant_folding=false", "evidence": exported})
+    slimmed = record.get("onnxslim")
+    if options.simplify:
         if slimmed is None or "error" in slimmed:
             raise BuildFailed(f"simplify=True but onnxslim did not run cleanly: {slimmed}")
         applied.append({"name": "onnxslim_simplification", "by": "onnxslim.slim", "evidence": slimmed})
-    return applied
+    else:
+        if slimmed is not None:
+            raise BuildFailed("export.simplify=false, but Ultralytics called onnxslim")
+        skipped.append({"name": "onnxslim_simplification", "because": "export.simplify=false",
+                        "evidence": {"onnxslim_called": False}})  # fmt: skip
+    return applied, skipped
 
 
-def export_onnx(
-    cache: ArtifactCache, weights: Artifact, imgsz: int, *, opset: int | None = None, simplify: bool = True
-) -> Artifact:
+def export_onnx(cache: ArtifactCache, weights: Artifact, imgsz: int, options: ExportOptions | None = None) -> Artifact:
     """Export `weights` to ONNX at a square `imgsz` (static shape, batch 1, fp32, no NMS in the graph)."""
     if imgsz % STRIDE:
         raise ValueError(f"imgsz must be a multiple of {STRIDE}, got {imgsz}")
-    config = {"format": "onnx", "imgsz": imgsz, "opset": opset, "simplify": simplify, "batch": 1, "dynamic": False,
+    options = options or ExportOptions()
+    config = {"format": "onnx", "imgsz": imgsz, **options.model_dump(), "batch": 1, "dynamic": False,
               "precision": "fp32", "nms": False, "device": "cpu"}  # fmt: skip
 
     def build(work_dir: Path) -> BuildOutput:
@@ -143,10 +197,10 @@ def export_onnx(
         local_weights = work_dir / "model.pt"  # the exporter writes next to its input
         shutil.copyfile(weights.path, local_weights)
         record: dict[str, Any] = {}
-        with _observe_exporter(record):
+        with _control_exporter(record, options):
             exported = YOLO(str(local_weights)).export(
-                format="onnx", imgsz=imgsz, opset=opset, simplify=simplify, dynamic=False, batch=1, device="cpu",
-                nms=False,
+                format="onnx", imgsz=imgsz, opset=options.opset, simplify=options.simplify, dynamic=False, batch=1,
+                device="cpu", nms=False,
             )  # fmt: skip
         onnx_path = Path(exported)
         if onnx_path.parent != work_dir:
@@ -160,6 +214,7 @@ def export_onnx(
         if input_shape != [1, 3, imgsz, imgsz]:
             raise BuildFailed(f"exported input shape {input_shape}, expected [1, 3, {imgsz}, {imgsz}]")
         counts = op_counts(model)
+        applied, not_applied = _fusion_record(record, facts, counts, options)
         return BuildOutput(
             filename=onnx_path.name,
             manifest={
@@ -171,7 +226,9 @@ def export_onnx(
                 "output_shape": output_shape,  # (1, 4 + num_classes, anchors): boxes cx,cy,w,h then class scores
                 "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 "precision": "fp32",
-                "applied_by_default": _applied_by_default(record, facts, counts, simplify),
+                "export_options": options.model_dump(),
+                "applied_by_default": applied,  # exactly what this graph went through
+                "not_applied": not_applied,  # what the options switched off, with the graph's evidence
                 "node_count": len(model.graph.node),
                 "op_counts": counts,
                 "initializer_elements": sum(_elements(t.dims) for t in model.graph.initializer),

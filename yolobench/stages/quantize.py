@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
 from yolobench.stages.export import op_counts, tensor_shape
@@ -21,18 +21,105 @@ INT8_STAGE = "int8"
 PRECISION_VERSIONS = ("onnx", "onnxruntime")
 
 
+# Op types ONNX Runtime's static quantiser knows how to quantise (QDQ and QOperator registries of
+# onnxruntime.quantization.registry, 1.2x); a test checks the installed version still knows them all.
+QUANTIZABLE_OP_TYPES = (
+    "Add", "ArgMax", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "CumSum",
+    "EmbedLayerNormalization", "Flatten", "Gather", "GatherElements", "Gemm", "GlobalAveragePool",
+    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "Relu", "Reshape",
+    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "TopK", "Transpose", "Unsqueeze", "Where",
+)  # fmt: skip
+
+# Chosen by measurement (benchmarks/int8_speedup.py; yolo11n, imgsz 640, ORT level all, AVX-512 VNNI CPU): with
+# Conv alone, every SiLU (Sigmoid, Mul) runs in float between a DequantizeLinear and a QuantizeLinear and int8 is only
+# ~1.2x faster than fp32; quantising SiLU, the residual Adds, the C2f/SPPF Concats, MaxPool, Resize and Split keeps
+# the backbone and neck in uint8 end to end (QLinearConv/QLinearSigmoid/QLinearMul...) and gives ~1.7x.
+# MatMul/Softmax (the C2PSA attention) are left out: quantising them gained nothing and cost accuracy.
+DEFAULT_INT8_OP_TYPES = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "Split")
+
+
 class Int8Recipe(BaseModel):
-    """How to quantise: types, granularity, which ops, which nodes to leave in float, how to calibrate."""
+    """How to quantise: types, granularity, which ops, which nodes stay float, how to calibrate.
+
+    The one definition of the recipe: the sweep file's `int8:` section is this model. The defaults are the recipe
+    measured to pay off on x86 CPUs (u8 activations, s8 weights; s8 activations make ORT's CPU kernels ~2x slower
+    than fp32 there). `keep_head_float` leaves the detection head's decode (everything after the feature maps are
+    flattened: DFL, box decode, class sigmoid, the output Concat) in float, found by graph structure: one uint8
+    scale cannot hold pixel coordinates and probabilities at once (quantising it scores mAP 0).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     activation_type: Literal["u8", "s8"] = "u8"
     weight_type: Literal["s8", "u8"] = "s8"
     per_channel: bool = True
-    op_types: list[str] = Field(default_factory=lambda: ["Conv"])
-    exclude_nodes: list[str] = Field(default_factory=list)
+    reduce_range: bool = Field(False, description="7-bit weights: for CPUs without VNNI, where 8 bits may saturate")
+    op_types: list[str] = Field(default_factory=lambda: list(DEFAULT_INT8_OP_TYPES))
+    keep_head_float: bool = True
+    exclude_nodes: list[str] = Field(default_factory=list, description="further node names to keep in float")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_images: int = Field(default=32, ge=1)
+
+    @field_validator("op_types")
+    @classmethod
+    def _known_op_types(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("op_types needs at least one op type, e.g. ['Conv']")
+        if len(set(values)) != len(values):
+            raise ValueError(f"op types repeat: {values}")
+        unknown = [value for value in values if value not in QUANTIZABLE_OP_TYPES]
+        if unknown:
+            raise ValueError(f"op types {unknown} cannot be quantised; allowed: {', '.join(QUANTIZABLE_OP_TYPES)}")
+        return values
+
+    @model_validator(mode="after")
+    def _supported_type_pair(self) -> Int8Recipe:
+        if (self.activation_type, self.weight_type) == ("s8", "u8"):
+            raise ValueError(
+                "activation_type 's8' with weight_type 'u8' is not supported by ONNX Runtime; "
+                "allowed pairs: u8/s8 (x86), u8/u8, s8/s8 (ARM, GPU)"
+            )
+        return self
+
+
+def detection_head_nodes(model: Any) -> list[str]:
+    """Names of the detection head's decode nodes: every node downstream of a Reshape that flattens a feature map.
+
+    YOLO heads end in per-level convolutions whose (1, C, H, W) outputs are reshaped to (1, C, H*W) and
+    concatenated; what follows (DFL softmax and its fixed conv, the box decode arithmetic, the class sigmoid, the
+    output Concat) turns logits into pixels and probabilities. Found by structure, so renamed nodes do not matter.
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    flattens = [
+        node for node in model.graph.node
+        if node.op_type in ("Reshape", "Flatten") and ranks.get(node.input[0]) == 4 and ranks.get(node.output[0]) == 3
+    ]  # fmt: skip
+    found: dict[str, None] = {}
+    pending = list(flattens)
+    while pending:
+        node = pending.pop()
+        if node.name in found:
+            continue
+        found[node.name] = None
+        for output in node.output:
+            pending.extend(consumers.get(output, []))
+    order = {node.name: index for index, node in enumerate(model.graph.node)}
+    return sorted(found, key=order.__getitem__)
+
+
+def _float_nodes_quantized(model: Any, names: Sequence[str]) -> list[str]:
+    """Those of `names` whose output feeds a QuantizeLinear, i.e. nodes that would run in int8 after QDQ fusion."""
+    quantize_inputs = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
+    wanted = set(names)
+    return [n.name for n in model.graph.node if n.name in wanted and set(n.output) & quantize_inputs]
 
 
 def _io_casts(model: Any) -> dict[str, list[str]]:
@@ -73,14 +160,17 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         output = work_dir / f"{onnx_artifact.path.stem}_fp16.onnx"
         onnx.save(converted, str(output))
         counts = op_counts(converted)
+        io_casts = _io_casts(converted)
         return BuildOutput(
             filename=output.name,
             manifest={
                 **_inherited(onnx_artifact),
                 "precision": "fp16",
                 "io_types": "float32 (keep_io_types=True)",
-                "io_casts_inserted": _io_casts(converted),
+                "io_casts_inserted": io_casts,
                 "casts_inserted": counts.get("Cast", 0) - casts_before,
+                # Casts inside the graph: fp16 <-> fp32 around each op left in float (the block list), paid per run.
+                "casts_inserted_inside": counts.get("Cast", 0) - casts_before - sum(len(v) for v in io_casts.values()),
                 "op_block_list": list(float16.DEFAULT_OP_BLOCK_LIST),  # these stay fp32 with Casts around them
                 "node_count": len(converted.graph.node),
                 "op_counts": counts,
@@ -141,6 +231,10 @@ def quantize_int8(
         # Shape inference only: ORT's optimiser would fuse nodes here, which belongs to the runtime's fusion axis.
         prepared = work_dir / "preprocessed.onnx"
         quant_pre_process(str(onnx_artifact.path), str(prepared), skip_optimization=True)
+        head = detection_head_nodes(onnx.load(str(prepared))) if recipe.keep_head_float else []
+        if recipe.keep_head_float and not head:
+            raise BuildFailed("keep_head_float: no Reshape flattening a (1, C, H, W) feature map; is this a YOLO head?")
+        excluded = list(dict.fromkeys([*head, *recipe.exclude_nodes]))
         types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
         methods = {
             "minmax": CalibrationMethod.MinMax,
@@ -155,9 +249,10 @@ def quantize_int8(
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(recipe.op_types),
             per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             activation_type=types[recipe.activation_type],
             weight_type=types[recipe.weight_type],
-            nodes_to_exclude=list(recipe.exclude_nodes),
+            nodes_to_exclude=excluded,
             calibrate_method=methods[recipe.calibration_method],
         )
         prepared.unlink()
@@ -167,12 +262,17 @@ def quantize_int8(
         counts = op_counts(quantized)
         if not counts.get("QuantizeLinear") or not counts.get("DequantizeLinear"):
             raise BuildFailed(f"quantize_static produced no QDQ pairs (op_types={recipe.op_types})")
+        head_quantized = _float_nodes_quantized(quantized, head)
+        if head_quantized:
+            raise BuildFailed(f"keep_head_float: head nodes {head_quantized[:5]} were quantised anyway")
         return BuildOutput(
             filename=output.name,
             manifest={
                 **_inherited(onnx_artifact),
                 "precision": "int8",
                 "recipe": recipe.model_dump(),
+                "head_nodes_kept_float": head,  # found by detection_head_nodes, verified unquantised
+                "nodes_excluded": excluded,
                 "calibration_images": [p.name for p in images],
                 "calibration_imgsz": imgsz,
                 "io_types": "float32 (Q/DQ inside the graph)",

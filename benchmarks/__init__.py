@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints ratios or figures measured side by side in one run."""

@@ -1,0 +1,165 @@
+"""Does int8 pay off on this CPU? Builds fp32, int8 (the default recipe) and fp16 of the quickstart's yolo11n at
+imgsz 640 through yolobench's own cached stages, opens each on ONNX Runtime (CPU EP, level all) the way a sweep
+does, times them interleaved (A, B, C, then B, C, A, ...) and scores each on the synthetic val split.
+
+Prints the p50s, the int8 and fp16 speed-ups over fp32 and the mAP50-95 of each; exits 1 if int8 is not at least
+1.3x faster than fp32 or loses more than 0.01 mAP50-95. fp16 is reported whatever it gives (on most CPUs it is
+slower than fp32: the converter wraps ops without fp16 kernels in Casts).
+
+    .venv/bin/python benchmarks/int8_speedup.py [--home mlruns] [--imgsz 640] [--rounds 7] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python benchmarks/int8_speedup.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from yolobench.cache import Artifact, ArtifactCache  # noqa: E402
+from yolobench.data.dataset import load_dataset  # noqa: E402
+from yolobench.spec import RuntimeSpec, load_spec  # noqa: E402
+
+MIN_SPEEDUP = 1.3
+MAX_MAP_DROP = 0.01
+QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build(home: Path, imgsz: int) -> tuple[Any, dict[str, Artifact], Any, ArtifactCache, Artifact]:
+    """The quickstart's trained yolo11n (trained once, ~5 min, if not cached) and its fp32/int8/fp16 exports."""
+    from yolobench.runner import resolve_data_yaml
+    from yolobench.stages.export import export_onnx
+    from yolobench.stages.quantize import Int8Recipe, convert_fp16, quantize_int8
+    from yolobench.stages.train import train_model
+    from yolobench.stages.ultralytics_env import prepare_ultralytics
+
+    spec = load_spec(QUICKSTART)
+    prepare_ultralytics(home / "ultralytics")
+    cache = ArtifactCache(home / "cache")
+    data_yaml = resolve_data_yaml(spec, home)
+    dataset = load_dataset(data_yaml)
+    train = spec.model.train
+    weights = train_model(cache, train.cfg.format(scale="n"), data_yaml, epochs=train.epochs, imgsz=train.imgsz,
+                          batch=train.batch, seed=train.seed, progress=_log)  # fmt: skip
+    fp32 = export_onnx(cache, weights, imgsz, spec.export)
+    recipe = Int8Recipe()  # the default recipe is what this benchmark holds to its targets
+    models = {
+        "fp32": fp32,
+        "int8": quantize_int8(cache, fp32, dataset.train_images, recipe),
+        "fp16": convert_fp16(cache, fp32),
+    }
+    return spec, models, dataset, cache, weights
+
+
+def interleaved_latency(sessions: dict[str, Any], images: list[np.ndarray], imgsz: int, rounds: int,
+                        runs: int) -> dict[str, np.ndarray]:
+    """Inference times (ms) per model, timed by yolobench's harness in short blocks, the order rotating each round
+    so that a slow patch of a shared machine hits every model alike."""
+    from yolobench.measure.latency import LatencySettings, measure_latency
+
+    names = list(sessions)
+    settings = LatencySettings(warmup_runs=3, warmup_seconds=0.0, min_runs=runs, min_seconds=0.0)
+    times: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = measure_latency(sessions[name].infer, images, imgsz, settings)
+            times[name].append(result.inference_ms)
+    return {name: np.stack(blocks) for name, blocks in times.items()}  # (rounds, runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=ROOT / "mlruns", help="yolobench store holding the cache")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--level", default="all", choices=["disable", "basic", "extended", "all"])
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = ORT's default")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per model per round")
+    args = parser.parse_args(argv)
+
+    from yolobench.fusion import runtime_fusion
+    from yolobench.measure.accuracy import evaluate
+    from yolobench.runtimes import get_runtime
+    from yolobench.space import Variant
+
+    spec, models, dataset, cache, weights = build(args.home.resolve(), args.imgsz)
+    runtime = get_runtime("onnxruntime")
+    options = RuntimeSpec(threads=args.threads)
+    latency_images = [cv2.imread(str(p)) for p in dataset.val_images[:8]]
+    with tempfile.TemporaryDirectory(prefix="int8-speedup-") as scratch:
+        sessions, facts = {}, {}
+        for name, artifact in models.items():
+            variant = Variant((("precision", name), ("imgsz", args.imgsz), ("ort_level", args.level)))
+            work_dir = Path(scratch) / name
+            work_dir.mkdir()
+            opened = runtime.open(artifact, variant, options, work_dir, cache)
+            sessions[name] = opened.session
+            export_manifest = next(m for m in cache.lineage(artifact) if m["stage"] == "export")
+            facts[name] = runtime_fusion("onnxruntime", name, args.level, opened.compiled_artifact, export_manifest)
+        info = sessions["fp32"].info()
+        _log(f"timing {', '.join(sessions)}: {args.rounds} interleaved rounds x {args.runs} runs ...")
+        times = interleaved_latency(sessions, latency_images, args.imgsz, args.rounds, args.runs)
+        _log(f"scoring on {len(dataset.val_images)} val images ...")
+        measure = spec.measure  # the quickstart sweep's scoring settings (conf, NMS IoU, max_det, multi_label)
+        accuracy = {
+            name: evaluate(session.infer, dataset.val_images, dataset.names, args.imgsz, conf=measure.conf,
+                           iou=measure.iou, max_det=measure.max_det, multi_label=measure.multi_label).map50_95
+            for name, session in sessions.items()
+        }  # fmt: skip
+        for session in sessions.values():
+            session.close()
+
+    p50 = {name: float(np.percentile(block, 50)) for name, block in times.items()}
+    round_ratio = {name: [float(np.median(f) / np.median(x)) for f, x in zip(times["fp32"], block)]
+                   for name, block in times.items()}  # fmt: skip
+    int8_speedup, fp16_speedup = p50["fp32"] / p50["int8"], p50["fp32"] / p50["fp16"]
+    drop = accuracy["fp32"] - accuracy["int8"]
+    int8_params, int8_tags = facts["int8"]
+    recipe = models["int8"].manifest["recipe"]
+    fp16_manifest = models["fp16"].manifest
+
+    print(f"model: yolo11n trained by the quickstart ({weights.manifest.get('epochs')} epochs at imgsz "
+          f"{weights.manifest.get('imgsz')}, synthetic shapes), measured at imgsz {args.imgsz}")
+    print(f"runtime: onnxruntime {info['providers']}, level {args.level}, intra-op threads {info['threads']}; "
+          f"{args.rounds} interleaved rounds x {args.runs} runs per model")
+    print("int8 recipe (default): " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+    print(f"int8 graph as ORT runs it: {int8_params.get('ort_integer_kernels')} integer kernels "
+          f"({int8_params.get('ort_qlinear_conv')} QLinearConv), {int8_params.get('ort_quantize_linear')} QuantizeLinear "
+          f"and {int8_params.get('ort_dequantize_linear')} DequantizeLinear left; "
+          f"yolobench.int8_unfused={int8_tags.get('yolobench.int8_unfused')}")
+    print(f"fp16 graph: {fp16_manifest.get('casts_inserted')} Cast nodes inserted "
+          f"({len(sum(fp16_manifest.get('io_casts_inserted', {}).values(), []))} at the float32 inputs/outputs)")
+    for name in ("fp32", "int8", "fp16"):
+        print(f"{name} p50 {p50[name]:8.2f} ms   mAP50-95 {accuracy[name]:.4f}")
+    print(f"int8 speed-up vs fp32: {int8_speedup:.2f}x (per round {min(round_ratio['int8']):.2f}-"
+          f"{max(round_ratio['int8']):.2f}x; target >= {MIN_SPEEDUP}x)")
+    print(f"int8 mAP50-95 drop: {drop:+.4f} ({accuracy['fp32']:.4f} -> {accuracy['int8']:.4f}; target <= {MAX_MAP_DROP})")
+    verdict = "slower than" if fp16_speedup < 1 else "faster than"
+    print(f"fp16 speed-up vs fp32: {fp16_speedup:.2f}x (per round {min(round_ratio['fp16']):.2f}-"
+          f"{max(round_ratio['fp16']):.2f}x): fp16 is {verdict} fp32 on this CPU; "
+          f"mAP50-95 change {accuracy['fp16'] - accuracy['fp32']:+.4f}")
+    failures = []
+    if int8_speedup < MIN_SPEEDUP:
+        failures.append(f"int8 speed-up {int8_speedup:.2f}x < {MIN_SPEEDUP}x")
+    if drop > MAX_MAP_DROP:
+        failures.append(f"int8 mAP50-95 drop {drop:.4f} > {MAX_MAP_DROP}")
+    print("RESULT: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

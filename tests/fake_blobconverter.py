@@ -1,0 +1,98 @@
+"""A local stand-in for the blobconverter HTTP service (POST /compile), on 127.0.0.1: it records each
+request exactly as received (query, form fields, uploaded files, the parsed config) and answers with
+a small blob that has a valid Myriad X header, or with the error it was told to give."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import yaml
+
+
+def dummy_blob(size: int = 256) -> bytes:
+    """Bytes with the header a compiled blob has: magic 9709 at 52, declared size at 56."""
+    data = bytearray(size)
+    struct.pack_into("<II", data, 52, 9709, size)
+    return bytes(data)
+
+
+@dataclass
+class Recorded:
+    path: str
+    query: dict[str, str]
+    form: dict[str, str]
+    files: dict[str, tuple[str | None, bytes]]  # form field -> (file name, content)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.files["config"][1])
+
+
+@dataclass
+class FakeService:
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    status: int = 200
+    error_body: bytes = b'{"message": "Model Optimizer failed"}'
+    blob: bytes = field(default_factory=dummy_blob)
+
+
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str | None, bytes]]]:
+    message = BytesParser(policy=default_policy).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
+    form, files = {}, {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is None:
+            form[name] = payload.decode()
+        else:
+            files[name] = (filename, payload)
+    return form, files
+
+
+@contextmanager
+def fake_blobconverter() -> Iterator[FakeService]:
+    service = FakeService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            parsed = urllib.parse.urlsplit(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            form, files = _parse_multipart(self.headers["Content-Type"], body)
+            service.requests.append(Recorded(parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), form, files))
+            if service.status != 200:
+                self._answer(service.status, service.error_body, "application/json")
+            else:
+                self._answer(200, service.blob, "application/octet-stream")
+
+        def _answer(self, status: int, payload: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    service.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,191 @@
+"""ONNX Runtime on GPU: which providers get IO binding, the provider options each provider gets (and that the
+sweep's own win), the IO-binding path itself (run for real on the CPU provider, where it must give the same
+output as a plain run), the phase timings the sweep reports, and the real CUDA EP where there is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.tiny_onnx import INPUT_SHAPE, OUTPUT_SHAPE, write_conv_model
+from yolobench.gpu import gpu_unavailable_reason
+from yolobench.runtimes import RuntimeUnavailable
+from yolobench.runtimes.onnxruntime_runtime import (
+    PROVIDERS, io_binding_device, open_ort_session, ort_tensorrt_cache_dir, provider_options,
+)  # fmt: skip
+from yolobench.runtimes.timing import (
+    CUDA_EVENTS, HOST_CLOCK_SYNCHRONIZED, PhaseTimings, phase_calls, session_phase_metrics, timed_calls_start,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_conv_model(tmp_path_factory.mktemp("ort") / "tiny.onnx")
+
+
+@pytest.mark.parametrize(
+    ("providers_in_use", "device"),
+    [
+        (["CPUExecutionProvider"], None),
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"),
+        (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"),
+        ([], None),
+    ],
+)
+def test_io_binding_is_chosen_by_the_provider_ort_actually_uses(providers_in_use: list[str], device: str | None) -> None:
+    assert io_binding_device(providers_in_use) == device
+
+
+def test_cuda_provider_options_name_the_device_and_take_the_sweeps_options() -> None:
+    options = provider_options("cuda", "fp16", {"cudnn_conv_algo_search": "HEURISTIC"})
+    assert options == [{"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}, {}]
+    assert provider_options("cpu", "fp32", {}) == [{}]
+
+
+@pytest.mark.parametrize(("precision", "fp16", "int8"), [("fp32", False, False), ("fp16", True, False), ("int8", True, True)])
+def test_tensorrt_ep_options_cache_engines_and_follow_the_precision(tmp_path: Path, precision: str, fp16: bool,
+                                                                    int8: bool) -> None:
+    options = provider_options("tensorrt", precision, {}, tmp_path)
+    assert len(options) == len(PROVIDERS["tensorrt"]) == 3
+    trt = options[0]
+    assert trt["trt_engine_cache_enable"] is True and trt["trt_engine_cache_path"] == str(tmp_path)
+    assert trt["trt_timing_cache_enable"] is True and trt["trt_timing_cache_path"] == str(tmp_path)
+    assert (trt["trt_fp16_enable"], trt["trt_int8_enable"]) == (fp16, int8)
+    assert options[1] == {"device_id": 0} and options[2] == {}  # CUDA EP for what TensorRT cannot take, then CPU
+
+
+def test_sweep_provider_options_override_the_defaults(tmp_path: Path) -> None:
+    options = provider_options("tensorrt", "fp16", {"trt_fp16_enable": False, "trt_builder_optimization_level": 5},
+                               tmp_path)  # fmt: skip
+    assert options[0]["trt_fp16_enable"] is False and options[0]["trt_builder_optimization_level"] == 5
+    with pytest.raises(ValueError, match="engine cache directory"):
+        provider_options("tensorrt", "fp16", {})
+
+
+def test_ort_tensorrt_cache_dir_lives_in_the_artifact_cache(tmp_path: Path) -> None:
+    directory = ort_tensorrt_cache_dir(tmp_path)
+    assert directory.parent == tmp_path / "ort-tensorrt" and len(directory.name) == 20
+    assert ort_tensorrt_cache_dir(tmp_path) == directory  # stable for the same GPU and versions
+
+
+def test_io_binding_path_matches_plain_run_and_times_each_phase(tiny_model: Path, tmp_path: Path) -> None:
+    plain, _, _ = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                                   cache_root=tmp_path)  # fmt: skip
+    bound, _, _ = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                                   cache_root=tmp_path, io_binding=True)  # fmt: skip
+    assert plain.binding_device is None and not hasattr(plain, "phase_timings")
+    assert bound.binding_device == "cpu" and bound.info()["io_binding"] == "cpu"
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # the bound input is overwritten in place: each call must see its own tensor
+        tensor = rng.random(INPUT_SHAPE, np.float32)
+        expected = plain.infer(tensor)
+        got = bound.infer(tensor)
+        assert got.shape == OUTPUT_SHAPE
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert phase_calls(bound) == 3 and phase_calls(plain) == 0
+    assert bound.info()["phase_timing"] == HOST_CLOCK_SYNCHRONIZED
+    metrics = session_phase_metrics(bound, 1, 2)
+    assert metrics["gpu_timed_calls"] == 2 and metrics["gpu_compute_ms_p50"] > 0
+    assert session_phase_metrics(plain, 0, 2) == {}
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_phase_metrics_cover_exactly_the_latency_harness_kept_timed_calls(tmp_path: Path, attempts: int) -> None:
+    """What the runner does: count calls before the harness, then take the kept attempt's timed calls."""
+    from yolobench.measure.latency import LatencySettings, measure_latency_checked
+
+    model = write_conv_model(tmp_path / "yolo_layout.onnx", yolo_layout=True)
+    session, _, _ = open_ort_session(model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                                     cache_root=tmp_path, io_binding=True)  # fmt: skip
+    images = [np.random.default_rng(i).integers(0, 255, (48, 40, 3), np.uint8) for i in range(3)]
+    session.infer(np.zeros(INPUT_SHAPE, np.float32))  # calls before the harness must not be counted
+    before = phase_calls(session)
+    # A CV threshold no run can meet forces the re-measure; a huge one keeps the first attempt.
+    checked = measure_latency_checked(session.infer, images, INPUT_SHAPE[-1],
+                                      LatencySettings(warmup_runs=3, warmup_seconds=0, min_runs=7, min_seconds=0),
+                                      cv_threshold=1e-12 if attempts == 2 else 1e9)  # fmt: skip
+    assert checked.attempts == attempts
+    timed = checked.result
+    start = timed_calls_start(before, phase_calls(session), checked.kept_attempt, timed.warmup_runs,
+                              timed.inference_ms.size)  # fmt: skip
+    metrics = session_phase_metrics(session, start, timed.inference_ms.size)
+    assert metrics["gpu_timed_calls"] == timed.inference_ms.size == 7
+    assert start >= before + timed.warmup_runs
+    # The harness times the whole infer() call, which holds the three phases plus Python around them.
+    assert metrics["gpu_e2e_ms_p50"] <= float(np.percentile(timed.inference_ms, 50)) * 1.5 + 0.5
+
+
+def test_a_gpu_provider_missing_here_is_unavailable_not_a_silent_cpu_fallback(tiny_model: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA EP; the GPU test below covers it")
+    with pytest.raises(RuntimeUnavailable, match="CUDAExecutionProvider is not available here"):
+        open_ort_session(tiny_model, provider="cuda", level="all", work_dir=tmp_path, cache_root=tmp_path)
+
+
+def test_phase_metrics_summarise_exactly_the_calls_asked_for() -> None:
+    timings = PhaseTimings(CUDA_EVENTS)
+    for call in range(10):
+        timings.add(0.1, float(call), 0.2)
+    metrics = timings.metrics(first=4, count=3)  # calls 4, 5, 6
+    assert metrics["gpu_compute_ms_p50"] == pytest.approx(5.0)
+    assert metrics["gpu_compute_ms_mean"] == pytest.approx(5.0)
+    assert metrics["gpu_e2e_ms_p50"] == pytest.approx(5.3)
+    assert metrics["gpu_h2d_ms_mean"] == pytest.approx(0.1) and metrics["gpu_d2h_ms_mean"] == pytest.approx(0.2)
+    assert metrics["gpu_timed_calls"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kept_attempt", "expected"),
+    [(1, 100 + 5), (2, 100 + 5 + 20 + 7 + 20 - 20)],  # before=100, warm-up 5 / 7, timed 20 each
+)
+def test_timed_calls_of_the_kept_latency_attempt(kept_attempt: int, expected: int) -> None:
+    calls_after = 100 + 5 + 20 + (7 + 20 if kept_attempt == 2 else 0)
+    warmup = 5 if kept_attempt == 1 else 7
+    assert timed_calls_start(100, calls_after, kept_attempt, warmup, 20) == expected
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_runtime_spec_takes_provider_options_for_onnxruntime_only(provider: str) -> None:
+    from yolobench.spec import RuntimeSpec
+
+    spec = RuntimeSpec(name="onnxruntime", provider=provider, provider_options={"trt_fp16_enable": True, "gpu_mem_limit": 2**30})
+    assert spec.provider_options == {"trt_fp16_enable": True, "gpu_mem_limit": 2**30}
+    with pytest.raises(ValueError, match="provider_options applies to runtime 'onnxruntime' only"):
+        RuntimeSpec(name="tensorrt", provider_options={"trt_fp16_enable": True})
+
+
+def test_onnxruntime_reports_each_provider_with_a_reason() -> None:
+    from yolobench.runtimes import get_runtime
+
+    report = get_runtime("onnxruntime").provider_availability()
+    assert set(report) == set(PROVIDERS)
+    assert report["cpu"][0] is True
+    for _usable, reason in report.values():
+        assert reason
+
+
+# --- real GPU (skipped where absent) -------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("level", ["disable", "all"])
+def test_cuda_ep_io_binding_matches_cpu(tiny_model: Path, tmp_path: Path, level: str) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"this onnxruntime has no CUDA EP (providers: {ort.get_available_providers()})")
+    if reason := gpu_unavailable_reason():
+        pytest.skip(f"no NVIDIA GPU here: {reason}")
+    session, _, _ = open_ort_session(tiny_model, provider="cuda", level=level, work_dir=tmp_path, cache_root=tmp_path)
+    assert session.binding_device == "cuda"
+    info = session.info()
+    assert info["providers"].startswith("CUDAExecutionProvider") and "CUDAExecutionProvider" in info["provider_options"]
+    tensor = np.random.default_rng(3).random(INPUT_SHAPE, np.float32)
+    reference = ort.InferenceSession(str(tiny_model), providers=["CPUExecutionProvider"]).run(None, {"images": tensor})[0]
+    output = session.infer(tensor)
+    assert np.linalg.norm(output - reference) / np.linalg.norm(reference) < 1e-2
+    metrics = session.phase_timings.metrics()
+    assert metrics["gpu_compute_ms_p50"] > 0

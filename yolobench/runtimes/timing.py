@@ -1,0 +1,79 @@
+"""Phases a GPU session times inside each inference: host-to-device copy, device compute, device-to-host
+copy. The latency harness times `infer()` as a whole (it must return host numpy for post-processing, so
+its "inference" figure includes both copies); a session that can split the call keeps these per-call
+phases, and the sweep reports device compute apart from the end-to-end figure.
+
+Sessions expose them as an optional `phase_timings: PhaseTimings` attribute; sessions without it (CPU)
+report nothing extra."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# How the phases were timed, recorded on the run so numbers from different methods are not mixed blind.
+CUDA_EVENTS = "cuda_events"  # device-side events around each phase (TensorRT)
+HOST_CLOCK_SYNCHRONIZED = "host_clock_synchronized"  # perf_counter around calls that return synchronised (ORT IO binding)
+
+
+class PhaseTimings:
+    """Per-call (h2d, compute, d2h) times in milliseconds, in call order."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._rows: list[tuple[float, float, float]] = []
+
+    def add(self, h2d_ms: float, compute_ms: float, d2h_ms: float) -> None:
+        self._rows.append((float(h2d_ms), float(compute_ms), float(d2h_ms)))
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def metrics(self, first: int = 0, count: int | None = None) -> dict[str, float]:
+        """Summary of `count` calls from call number `first` (all calls by default), under the run's metric names."""
+        rows = self._rows[first:] if count is None else self._rows[first:first + count]
+        if not rows:
+            return {}
+        table = np.asarray(rows, dtype=np.float64)
+        h2d, compute, d2h = table[:, 0], table[:, 1], table[:, 2]
+        e2e = table.sum(axis=1)
+        c50, c90, c99 = np.percentile(compute, [50, 90, 99])
+        e50, e90, e99 = np.percentile(e2e, [50, 90, 99])
+        return {
+            "gpu_compute_ms_p50": float(c50),
+            "gpu_compute_ms_p90": float(c90),
+            "gpu_compute_ms_p99": float(c99),
+            "gpu_compute_ms_mean": float(compute.mean()),
+            "gpu_h2d_ms_mean": float(h2d.mean()),
+            "gpu_d2h_ms_mean": float(d2h.mean()),
+            "gpu_e2e_ms_p50": float(e50),
+            "gpu_e2e_ms_p90": float(e90),
+            "gpu_e2e_ms_p99": float(e99),
+            "gpu_timed_calls": float(len(rows)),
+        }
+
+
+def phase_calls(session: Any) -> int:
+    """How many calls a session has timed phases for (0 for a session that keeps none)."""
+    timings = getattr(session, "phase_timings", None)
+    return len(timings) if isinstance(timings, PhaseTimings) else 0
+
+
+def session_phase_metrics(session: Any, first_call: int, count: int) -> dict[str, float]:
+    """Phase metrics of the `count` calls from call number `first_call`: the latency harness's timed calls,
+    so device compute and the harness's figures describe the same inferences. {} for sessions without."""
+    timings = getattr(session, "phase_timings", None)
+    if not isinstance(timings, PhaseTimings) or count <= 0 or first_call < 0 or first_call + count > len(timings):
+        return {}
+    return timings.metrics(first_call, count)
+
+
+def timed_calls_start(calls_before: int, calls_after: int, kept_attempt: int, warmup_runs: int, timed_runs: int) -> int:
+    """First call number of the timed calls the latency harness kept: the harness runs warm-up then timed
+    calls, once or twice (a re-measure when the CV was high); the first attempt's timed calls follow its
+    warm-up, a kept second attempt's timed calls are the last ones."""
+    return calls_before + warmup_runs if kept_attempt == 1 else calls_after - timed_runs

@@ -1,0 +1,321 @@
+"""OAK (Myriad X) compile stage: a variant's ONNX -> .blob through a blobconverter service, with the
+SHAVE count and FP16; and, for decoding on the device, the YOLO11 head rewritten into the per-scale
+outputs DepthAI's YOLO parser reads.
+
+The request is the one the `blobconverter` package (1.4.x) sends to the service's /compile endpoint.
+We send it ourselves because that package first asks a public S3 bucket for a prebuilt blob whatever
+URL it is given, which fails on an offline network with a self-hosted converter; our own cache (keyed
+on the ONNX, SHAVEs, OpenVINO version and parameters) already plays that role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
+
+BLOB_STAGE = "blob"
+HEAD_STAGE = "rvc2_head"
+DEFAULT_CONVERTER_URL = "https://blobconverter.luxonis.com"
+CONVERTER_URL_ENV = "YOLOBENCH_BLOBCONVERTER_URL"
+# The device gets letterboxed BGR uint8 planar frames; the blob itself divides by 255 and swaps to RGB,
+# so the network sees exactly the host's float tensor (RGB, 0..1).
+OPTIMIZER_PARAMS = ("--mean_values=[0,0,0]", "--scale_values=[255,255,255]", "--reverse_input_channels")
+COMPILE_PARAMS = ("-ip U8",)
+DATA_TYPE = "FP16"  # the only precision the Myriad X VPU runs
+# Output names DepthAI's YOLO parser (firmware 2.x) decodes as anchor-free YOLOv6r2/v8 heads.
+RVC2_OUTPUT_NAMES = ("output1_yolov6r2", "output2_yolov6r2", "output3_yolov6r2")
+# blob header: magic number at byte 52, the blob's declared size at byte 56 (little-endian uint32).
+_BLOB_MAGIC = 9709
+_HEAD_CONV = re.compile(r"^/model\.(\d+)/(cv2|cv3)\.(\d+)/\2\.\3\.2/Conv$")
+
+
+def converter_url(configured: str | None = None) -> str:
+    return (configured or os.environ.get(CONVERTER_URL_ENV) or DEFAULT_CONVERTER_URL).rstrip("/")
+
+
+def is_blob(data: bytes) -> bool:
+    """Whether `data` looks like a compiled Myriad X blob: magic number and a size it does not exceed."""
+    if len(data) < 60:
+        return False
+    magic, declared = struct.unpack_from("<II", data, 52)
+    return magic == _BLOB_MAGIC and declared <= len(data)
+
+
+@dataclass(frozen=True)
+class BlobSettings:
+    """Everything that decides the blob's content (the service URL does not: any service with the same
+    OpenVINO version compiles the same blob)."""
+
+    shaves: int
+    openvino_version: str = "2022.1"
+    data_type: str = DATA_TYPE
+    optimizer_params: tuple[str, ...] = OPTIMIZER_PARAMS
+    compile_params: tuple[str, ...] = COMPILE_PARAMS
+    url: str = field(default_factory=converter_url, compare=False)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "shaves": self.shaves,
+            "data_type": self.data_type,
+            "optimizer_params": list(self.optimizer_params),
+            "compile_params": list(self.compile_params),
+        }
+
+
+def _upload_name(path: Path) -> str:
+    """The service refuses names with more than one dot or any '='."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)
+    return f"{stem}.onnx"
+
+
+def request_blob(onnx_path: Path, settings: BlobSettings, timeout_s: float = 900.0) -> bytes:
+    """POST the model to the service's /compile endpoint and return the blob's bytes."""
+    import requests
+    import yaml
+
+    name = _upload_name(onnx_path)
+    config = {
+        "task_type": "detection",
+        "framework": "onnx",
+        "model_optimizer_args": [*settings.optimizer_params, f"--data_type={settings.data_type}",
+                                 f"--input_model=$dl_dir/{settings.data_type}/{name}"],
+        "files": [{"name": f"{settings.data_type}/{name}", "source": {"$type": "http", "url": f"$REQUEST/{name}"}}],
+    }
+    form = {
+        "myriad_shaves": str(settings.shaves),
+        "myriad_params_advanced": " ".join(settings.compile_params),
+        "data_type": settings.data_type,
+        "download_ir": "False",
+        "zoo_type": "intel",
+        "name": Path(name).stem,
+    }
+    query = {"version": settings.openvino_version, "no_cache": "False"}
+    with open(onnx_path, "rb") as model_file:
+        files = {
+            "config": ("config.yml", yaml.safe_dump(config, default_flow_style=False).encode(), "application/x-yaml"),
+            name: (name, model_file, "application/octet-stream"),
+        }
+        try:
+            response = requests.post(f"{settings.url}/compile", params=query, data=form, files=files,
+                                     timeout=(10.0, timeout_s))
+        except requests.RequestException as error:
+            raise BuildFailed(
+                f"blob conversion service {settings.url} not reachable ({type(error).__name__}: {error}); "
+                f"set runtime.depthai.converter_url or ${CONVERTER_URL_ENV} to a reachable blobconverter service"
+            ) from None
+    if response.status_code != 200:
+        detail = response.text[:2000]
+        raise BuildFailed(f"blob conversion service {settings.url} answered {response.status_code}: {detail}")
+    if not is_blob(response.content):
+        raise BuildFailed(f"blob conversion service {settings.url} returned {len(response.content)} bytes that "
+                          "are not a Myriad X blob")
+    return response.content
+
+
+def _onnx_opset(path: Path) -> int | None:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def compile_blob(cache: ArtifactCache, onnx_artifact: Artifact, settings: BlobSettings) -> Artifact:
+    """The variant's ONNX compiled for the Myriad X with `settings.shaves` SHAVEs, cached by content."""
+
+    def build(work_dir: Path) -> BuildOutput:
+        blob = request_blob(onnx_artifact.path, settings)
+        output = work_dir / f"{onnx_artifact.path.stem}_{settings.shaves}shave.blob"
+        output.write_bytes(blob)
+        return BuildOutput(
+            filename=output.name,
+            manifest={
+                "openvino_version": settings.openvino_version,
+                "shaves": settings.shaves,
+                "data_type": settings.data_type,
+                "optimizer_params": list(settings.optimizer_params),
+                "compile_params": list(settings.compile_params),
+                "converter_url": settings.url,
+                "source_onnx_sha256": _sha256(onnx_artifact.path),
+                "source_onnx_opset": _onnx_opset(onnx_artifact.path),
+                "blob_bytes": len(blob),
+                "input": "BGR uint8 planar (U8); the blob scales by 1/255 and swaps to RGB",
+                "applied_by_default": [{"name": "openvino_fusion",
+                                        "by": "OpenVINO Model Optimizer and the Myriad X compiler (always on)"}],
+            },
+        )
+
+    return cache.get_or_build(BLOB_STAGE, settings.config(), onnx_artifact,
+                              {"openvino": settings.openvino_version, "blobconverter_api": "compile-v1"}, build)
+
+
+# --- on-device decoding: the head DepthAI's YOLO parser reads ------------------------------------------
+
+
+def _find_head_convs(model: Any) -> list[tuple[str, str]]:
+    """(box conv output, class conv output) per detection level, from Ultralytics' node names."""
+    found: dict[int, dict[str, str]] = {}
+    module = None
+    for node in model.graph.node:
+        match = _HEAD_CONV.match(node.name)
+        if match and node.op_type == "Conv":
+            module = module or match.group(1)
+            if match.group(1) == module:
+                found.setdefault(int(match.group(3)), {})[match.group(2)] = node.output[0]
+    levels = [found[i] for i in sorted(found)]
+    if not levels or any(set(level) != {"cv2", "cv3"} for level in levels):
+        raise BuildFailed("not a YOLO11 detection head: no /model.N/cv2.i/.../Conv and cv3.i pairs found in the ONNX")
+    return [(level["cv2"], level["cv3"]) for level in levels]
+
+
+def _shape_of(model: Any, tensor: str) -> list[int]:
+    for value in (*model.graph.value_info, *model.graph.output):
+        if value.name == tensor:
+            return [d.dim_value for d in value.type.tensor_type.shape.dim]
+    raise BuildFailed(f"shape of {tensor} unknown after shape inference")
+
+
+def _conv_weight_type(model: Any, conv_output: str) -> int:
+    node = next(n for n in model.graph.node if conv_output in n.output)
+    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
+    return weight.data_type
+
+
+def _prune(graph: Any) -> None:
+    """Drop nodes, initializers and value infos no graph output depends on."""
+    producer = {name: node for node in graph.node for name in node.output}
+    needed = {output.name for output in graph.output}
+    stack, kept_ids = list(needed), set()
+    while stack:  # by producer, not by position: the node list need not be in order
+        node = producer.get(stack.pop())
+        if node is not None and id(node) not in kept_ids:
+            kept_ids.add(id(node))
+            inputs = [name for name in node.input if name]
+            needed.update(inputs)
+            stack += inputs
+    kept = [node for node in graph.node if id(node) in kept_ids]
+    # Topological order: the fp16 converter appends its input Casts at the end, which ORT accepts and
+    # the ONNX checker (and OpenVINO's reader) do not.
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ordered: list[Any] = []
+    pending = kept
+    while pending:
+        runnable = [n for n in pending if all(name in ready for name in n.input)]
+        if not runnable:
+            raise BuildFailed(f"graph has a cycle or a missing input near node {pending[0].name!r}")
+        for node in runnable:
+            ready.update(node.output)
+        ordered += runnable
+        done = {id(node) for node in runnable}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    initializers = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    infos = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+
+def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
+    """Replace the YOLO11 decoded output (1, 4+nc, anchors) by one output per level, (1, 4+1+nc, h, w):
+    DFL box distances (left, top, right, bottom in grid cells), the best class score as confidence,
+    then the class scores; named as DepthAI's YOLO parser expects. Returns what was done."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    levels = _find_head_convs(model)
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    nodes, initializers, outputs, shapes = [], [], [], []
+    for index, (box_conv, class_conv) in enumerate(levels):
+        prefix = f"/rvc2_head/{index}"
+        _, box_channels, height, width = _shape_of(model, box_conv)
+        _, num_classes, _, _ = _shape_of(model, class_conv)
+        reg_max = box_channels // 4
+        dtype = _conv_weight_type(model, box_conv)
+        np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+        initializers += [
+            numpy_helper.from_array(np.array([1, 4, reg_max, height * width], np.int64), f"{prefix}/dfl_shape"),
+            numpy_helper.from_array(np.arange(reg_max, dtype=np_dtype).reshape(1, reg_max, 1, 1), f"{prefix}/dfl_bins"),
+            numpy_helper.from_array(np.array([1, 4, height, width], np.int64), f"{prefix}/box_shape"),
+        ]
+        nodes += [
+            helper.make_node("Reshape", [box_conv, f"{prefix}/dfl_shape"], [f"{prefix}/dfl"], name=f"{prefix}/Reshape"),
+            helper.make_node("Transpose", [f"{prefix}/dfl"], [f"{prefix}/dfl_t"], perm=[0, 2, 1, 3],
+                             name=f"{prefix}/Transpose"),
+            helper.make_node("Softmax", [f"{prefix}/dfl_t"], [f"{prefix}/dfl_p"], axis=1, name=f"{prefix}/Softmax"),
+            helper.make_node("Conv", [f"{prefix}/dfl_p", f"{prefix}/dfl_bins"], [f"{prefix}/dist"],
+                             name=f"{prefix}/Expectation"),
+            helper.make_node("Reshape", [f"{prefix}/dist", f"{prefix}/box_shape"], [f"{prefix}/box"],
+                             name=f"{prefix}/BoxReshape"),
+            helper.make_node("Sigmoid", [class_conv], [f"{prefix}/scores"], name=f"{prefix}/Sigmoid"),
+        ]
+        if opset >= 18:  # ReduceMax takes its axes as an input from opset 18 on
+            initializers.append(numpy_helper.from_array(np.array([1], np.int64), f"{prefix}/channel_axis"))
+            nodes.append(helper.make_node("ReduceMax", [f"{prefix}/scores", f"{prefix}/channel_axis"],
+                                          [f"{prefix}/conf"], keepdims=1, name=f"{prefix}/ReduceMax"))
+        else:
+            nodes.append(helper.make_node("ReduceMax", [f"{prefix}/scores"], [f"{prefix}/conf"], axes=[1],
+                                          keepdims=1, name=f"{prefix}/ReduceMax"))
+        name = RVC2_OUTPUT_NAMES[index] if index < len(RVC2_OUTPUT_NAMES) else f"output{index + 1}_yolov6r2"
+        concat_out = name if dtype != TensorProto.FLOAT16 else f"{prefix}/out16"
+        nodes.append(helper.make_node("Concat", [f"{prefix}/box", f"{prefix}/conf", f"{prefix}/scores"],
+                                      [concat_out], axis=1, name=f"{prefix}/Concat"))
+        if dtype == TensorProto.FLOAT16:  # keep float32 outputs, as the precision stage does
+            nodes.append(helper.make_node("Cast", [concat_out], [name], to=TensorProto.FLOAT, name=f"{prefix}/Cast"))
+        shape = [1, 4 + 1 + num_classes, height, width]
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        shapes.append(shape)
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    _prune(graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(destination))
+    return {"outputs": dict(zip([o.name for o in outputs], shapes)), "reg_max": reg_max,
+            "num_classes": num_classes, "levels": len(levels)}
+
+
+def rvc2_detection_head(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
+    """The variant's ONNX with the head DepthAI's on-device YOLO decoding reads (see rewrite_rvc2_head)."""
+
+    def build(work_dir: Path) -> BuildOutput:
+        output = work_dir / f"{onnx_artifact.path.stem}_rvc2head.onnx"
+        try:
+            done = rewrite_rvc2_head(onnx_artifact.path, output)
+        except ImportError:
+            raise BuildFailed("rewriting the head for on-device decoding needs the onnx package "
+                              "(pip install 'yolobench[oak]')") from None
+        return BuildOutput(filename=output.name, manifest={
+            **{k: onnx_artifact.manifest[k] for k in ("imgsz", "names", "precision") if k in onnx_artifact.manifest},
+            "head": "rvc2 YOLO parser: per level (1, 4+1+nc, h, w) = DFL distances, max class score, class scores",
+            **done,
+        })
+
+    from yolobench.stages.ultralytics_env import versions
+
+    return cache.get_or_build(HEAD_STAGE, {"outputs": list(RVC2_OUTPUT_NAMES)}, onnx_artifact,
+                              versions(("onnx",)), build)
+
