@@ -8,18 +8,23 @@ over seeds. This is how yolobench's default Pareto sampler was chosen.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import optuna
 
 from yolobench import search
-from yolobench.space import Space, variant_key
+from yolobench.space import Space
 from yolobench.spec import load_spec
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
+
+
+def _point(params: dict) -> str:
+    """A variant by its axis values: the replay must not depend on settings that changed since the sweep."""
+    return json.dumps(params, sort_keys=True)
 
 
 def recorded_results(spec, storage: str) -> dict[str, dict[str, float]]:
@@ -27,7 +32,7 @@ def recorded_results(spec, storage: str) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if trial.user_attrs.get("outcome") == "measured":
-            results.setdefault(trial.user_attrs["variant_key"], trial.user_attrs["metrics"])
+            results.setdefault(_point(trial.params), trial.user_attrs["metrics"])
     return results
 
 
@@ -35,7 +40,7 @@ def evaluations_to_reach(spec, space: Space, results, sampler_name: str, seed: i
     """Evaluations (distinct variants whose result was needed) until the front's hypervolume reaches
     `share` of the full grid's; proposals of points already evaluated cost nothing, as in a sweep."""
     objectives = spec.search.objectives
-    baseline = results[variant_key(spec, space.baseline)]
+    baseline = results[_point(space.baseline.as_dict())]
     reference = search.reference_point(objectives)
     full = search.hypervolume([search.losses(m, objectives, baseline) for m in results.values()], reference)
     grid_size = space.count()
@@ -48,7 +53,7 @@ def evaluations_to_reach(spec, space: Space, results, sampler_name: str, seed: i
     evaluated: dict[str, list[float]] = {}
     for _ in range(grid_size * 4):
         trial = study.ask()
-        key = variant_key(spec, search.suggest_variant(trial, space))
+        key = _point(search.suggest_variant(trial, space).as_dict())
         if key not in results:  # failed in the grid sweep
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             evaluated.setdefault(key, [])
@@ -69,7 +74,7 @@ def main() -> int:
     parser.add_argument("--home", default="mlruns")
     parser.add_argument("--storage", help="Optuna storage (default: sqlite under --home)")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--share", type=float, default=0.95)
+    parser.add_argument("--share", default="0.95,0.99", help="hypervolume shares to reach, comma-separated")
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -83,16 +88,17 @@ def main() -> int:
         print(f"{spec.name}: only {len(results)} of {grid_size} variants recorded; run the grid sweep first",
               file=sys.stderr)
         return 1
-    print(f"grid {spec.name}: {grid_size} variants ({len(results)} measured), target {args.share:.0%} of its "
-          f"hypervolume, {args.seeds} seeds")
-    print(f"{'sampler':<8} {'median evals':>12} {'of grid':>8} {'per seed':<30} {'time':>6}")
+    shares = [float(share) for share in args.share.split(",")]
+    print(f"grid {spec.name}: {grid_size} variants ({len(results)} measured); evaluations until the front "
+          f"reaches a share of the full grid's hypervolume; median over {args.seeds} seeds")
+    print(f"{'sampler':<8} " + " ".join(f"{f'{share:.0%} HV: evals (of grid)':>26} {'per seed':<24}" for share in shares))
     for name in args.samplers.split(","):
-        started = time.perf_counter()
-        counts = [evaluations_to_reach(spec, space, results, name, seed, args.share) for seed in range(args.seeds)]
-        reached = [c for c in counts if c is not None]
-        median = statistics.median(reached) if len(reached) == len(counts) else float("nan")
-        print(f"{name:<8} {median:>12.1f} {median / grid_size:>8.1%} {str(counts):<30} "
-              f"{time.perf_counter() - started:>5.0f}s", flush=True)
+        cells = []
+        for share in shares:
+            counts = [evaluations_to_reach(spec, space, results, name, seed, share) for seed in range(args.seeds)]
+            median = statistics.median(counts) if None not in counts else float("nan")
+            cells.append(f"{f'{median:.1f} ({median / grid_size:.1%})':>26} {str(counts):<24}")
+        print(f"{name:<8} " + " ".join(cells), flush=True)
     return 0
 
 

@@ -9,7 +9,8 @@
 # WHEELS_DIR holds *.whl files installed with --no-deps, e.g. onnxruntime-gpu, tensorrt-cu13,
 # tensorrt-cu13-libs, tensorrt-cu13-bindings, cuda-python/cuda-bindings (whichever are missing there).
 # Environment: PYTHON (default python3), GPU_CHECK_SITE (install target, default /tmp/yolobench-gpu-site),
-# GPU_CHECK_TIMEOUT (seconds for the whole check, default 540).
+# GPU_CHECK_TIMEOUT (seconds for the whole check, default 540), GPU_CHECK_NO_INSTALL=1 (install nothing: an
+# offline machine without a wheel folder, where asking PyPI would only wait for timeouts).
 set -u
 exec 2>&1
 
@@ -40,7 +41,9 @@ echo "driver supports CUDA: ${cuda_major:-unknown}"
 
 have() { "$python" -c "$1" >/dev/null 2>&1; }
 mkdir -p "$site"
-if [ -n "$wheels" ]; then
+if [ "${GPU_CHECK_NO_INSTALL:-0}" = "1" ]; then
+    echo "GPU_CHECK_NO_INSTALL=1: installing nothing; using what $python has"
+elif [ -n "$wheels" ]; then
     if ls "$wheels"/*.whl >/dev/null 2>&1; then
         echo "installing from $wheels (no index, no deps) into $site: $(cd "$wheels" && ls *.whl | tr '\n' ' ')"
         # One pip call, so wheels sharing a top-level folder (nvidia/, cuda/) are merged, not replaced.
@@ -74,7 +77,7 @@ else
     if [ ${#need[@]} -gt 0 ]; then
         echo "installing from PyPI into $site (no deps; what is missing): ${need[*]}"
         timeout 300 "$python" -m pip install -q --no-deps --no-compile --disable-pip-version-check \
-            --default-timeout 20 --retries 1 --target "$site" "${need[@]}" \
+            --default-timeout 10 --retries 0 --target "$site" "${need[@]}" \
             || echo "WARNING: pip install ${need[*]} failed (offline? pass a WHEELS_DIR); going on without"
     fi
 fi

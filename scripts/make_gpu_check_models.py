@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -56,20 +57,33 @@ def main(argv: list[str] | None = None) -> int:
                           seed=0)  # fmt: skip
     fp32 = export_onnx(cache, weights, args.imgsz)
     fp16 = convert_fp16(cache, fp32)
-    int8 = quantize_int8(cache, fp32, dataset.train_images, Int8Recipe(calibration_images=args.calibration_images))
-
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    calibration = dataset.train_images[: args.calibration_images]
+    # TensorRT takes signed, symmetric int8 only (and it is what ORT's GPU EPs prefer too): s8/s8 symmetric.
+    if "symmetric" in Int8Recipe.model_fields:
+        recipe = Int8Recipe(activation_type="s8", weight_type="s8", symmetric=True, calibration_images=len(calibration))
+        int8_path, int8_key, int8_manifest = _from_artifact(quantize_int8(cache, fp32, calibration, recipe))
+    else:  # the int8 stage has no symmetric option yet: the same static QDQ, made here with it
+        int8_path = _symmetric_int8(fp32.path, out_dir / "model_int8.onnx", calibration, args.imgsz)
+        int8_key = hashlib.sha256(int8_path.read_bytes()).hexdigest()[:20]
+        int8_manifest = {**_from_artifact(fp32)[2], "precision": "int8", "op_counts": _op_counts(int8_path),
+                         "recipe": {"activation_type": "s8", "weight_type": "s8", "symmetric": True, "per_channel": True,
+                                    "op_types": ["Conv"], "calibration_images": len(calibration),
+                                    "made_by": "scripts/make_gpu_check_models.py"}}  # fmt: skip
+
     files = {}
-    for precision, artifact in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
+    sources = (("fp32", *_from_artifact(fp32)), ("fp16", *_from_artifact(fp16)), ("int8", int8_path, int8_key, int8_manifest))
+    for precision, path, key, manifest in sources:
         target = out_dir / f"model_{precision}.onnx"
-        shutil.copyfile(artifact.path, target)
+        if path.resolve() != target.resolve():
+            shutil.copyfile(path, target)
         files[precision] = {
             "file": target.name,
             "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
             "bytes": target.stat().st_size,
-            "cache_key": artifact.key,
-            "manifest": {key: artifact.manifest[key] for key in MANIFEST_KEYS if key in artifact.manifest},
+            "cache_key": key,
+            "manifest": manifest,
         }
     description = {
         "model": f"yolo11n trained {args.epochs} epoch(s) at {args.train_imgsz}px on yolobench's synthetic set",
@@ -85,6 +99,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: more than {SIZE_LIMIT_MB} MB; use a smaller --imgsz", file=sys.stderr)
         return 1
     return 0
+
+
+def _from_artifact(artifact: Any) -> tuple[Path, str, dict[str, Any]]:
+    return artifact.path, artifact.key, {key: artifact.manifest[key] for key in MANIFEST_KEYS if key in artifact.manifest}
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    from yolobench.stages.export import op_counts
+
+    return op_counts(onnx.load(str(path)))
+
+
+def _symmetric_int8(source: Path, target: Path, images: list[Path], imgsz: int) -> Path:
+    """Static s8/s8 symmetric QDQ of the Convs, calibrated on letterboxed images, the detection head kept float."""
+    import cv2
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from yolobench.data.letterbox import to_input_tensor
+
+    prepared = target.with_suffix(".prepared.onnx")
+    quant_pre_process(str(source), str(prepared), skip_optimization=True)
+    input_name = onnx.load(str(prepared)).graph.input[0].name
+    try:
+        from yolobench.stages.quantize import detection_head_nodes
+
+        head = detection_head_nodes(onnx.load(str(prepared)))
+    except ImportError:
+        head = []
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = list(images)
+
+        def get_next(self) -> dict[str, Any] | None:
+            if not self.left:
+                return None
+            return {input_name: to_input_tensor(cv2.imread(str(self.left.pop())), imgsz)[0]}
+
+    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=head, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})  # fmt: skip
+    prepared.unlink()
+    return target
 
 
 if __name__ == "__main__":

@@ -91,5 +91,8 @@ def test_make_gpu_check_models_writes_three_precisions_small(tmp_path: Path) -> 
     assert description["imgsz"] == 64 and set(description["files"]) == {"fp32", "fp16", "int8"}
     int8 = description["files"]["int8"]["manifest"]
     assert int8["precision"] == "int8" and int8["op_counts"]["QuantizeLinear"] > 0
+    from yolobench.stages.tensorrt import tensorrt_qdq_problems
+
+    assert tensorrt_qdq_problems(tmp_path / "out" / "model_int8.onnx") == []  # TensorRT takes it
     total = sum(entry["bytes"] for entry in description["files"].values())
     assert total < 40 * 2**20

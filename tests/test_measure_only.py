@@ -94,6 +94,7 @@ def test_measure_only_from_a_copied_cache_folder(built_home: Path, tmp_path: Pat
         assert run.data.params["model_source"].startswith("cache:")
         assert run.data.metrics["map50_95"] >= 0 and run.data.metrics["latency_ms_p50"] > 0
         assert run.data.params["model"].startswith("trained:yolo11n.yaml")
+        assert run.data.metrics["params"] > 0  # from the export manifest, though the weights were not copied
     # The same models as the build sweep measured: the artifact keys match.
     built = {r.data.params["precision"]: r.data.tags[tracking.ARTIFACT_KEY_TAG]
              for r in child_runs(tracking.default_tracking_uri(built_home), "tiny")}

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from tests.conftest import TINY_SWEEP
-from yolobench import search, tracking
+from yolobench import tracking
 from yolobench.runner import Sweep, SweepSettings
 from yolobench.spec import SpecError, parse_spec
 

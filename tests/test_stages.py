@@ -20,6 +20,7 @@ from yolobench.cache import Artifact, ArtifactCache
 from yolobench.data.dataset import load_dataset
 from yolobench.data.synthetic import make_synthetic_dataset
 from yolobench.stages import weights as weights_stage
+from yolobench.stages.export import ExportOptions
 from yolobench.stages.quantize import Int8Recipe
 from yolobench.stages.train import dataset_fingerprint
 from yolobench.stages.weights import WeightsUnavailable, resolve_weights
@@ -171,7 +172,8 @@ def test_dataset_fingerprint_follows_content_not_location(tmp_path: Path) -> Non
 def test_int8_recipe_defaults_and_forbids_unknown_fields() -> None:
     recipe = Int8Recipe()
     assert (recipe.activation_type, recipe.weight_type, recipe.per_channel) == ("u8", "s8", True)
-    assert recipe.op_types == ["Conv"] and recipe.calibration_method == "minmax" and recipe.calibration_images == 32
+    assert recipe.op_types[0] == "Conv" and recipe.keep_head_float
+    assert recipe.calibration_method == "minmax" and recipe.calibration_images == 32
     with pytest.raises(ValidationError):
         Int8Recipe(calibration_method="kl")
     with pytest.raises(ValidationError):
@@ -295,6 +297,7 @@ def test_export_manifest_lists_verified_defaults(built: Built) -> None:
     assert manifest["op_counts"].get("BatchNormalization", 0) == 0
     applied = {entry["name"]: entry for entry in manifest["applied_by_default"]}
     assert set(applied) == {"batchnorm_folded_into_conv", "constant_folding", "onnxslim_simplification"}
+    assert manifest["not_applied"] == [] and manifest["export_options"] == ExportOptions().model_dump()
     assert applied["batchnorm_folded_into_conv"]["evidence"]["batchnorm_modules_in_weights"] > 0
     assert applied["constant_folding"]["evidence"]["do_constant_folding"] is True
     slim = applied["onnxslim_simplification"]["evidence"]
@@ -334,3 +337,76 @@ def test_int8_is_qdq_and_runs(built: Built) -> None:
     assert len(manifest["calibration_images"]) == 8
     out = _run(built.int8.path, 64)
     assert list(out.shape) == built.exported.manifest["output_shape"] and np.isfinite(out).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "applied", "not_applied"),
+    [
+        (ExportOptions(fold_bn=False, constant_folding=False, simplify=False), set(),
+         {"batchnorm_folded_into_conv", "constant_folding", "onnxslim_simplification"}),
+        (ExportOptions(fold_bn=False), {"constant_folding", "onnxslim_simplification"}, {"batchnorm_folded_into_conv"}),
+        (ExportOptions(simplify=False), {"batchnorm_folded_into_conv", "constant_folding"}, {"onnxslim_simplification"}),
+    ],
+)  # fmt: skip
+def test_export_options_switch_off_what_they_say(
+    built: Built, options: ExportOptions, applied: set[str], not_applied: set[str]
+) -> None:
+    import onnx
+
+    from yolobench.stages.export import export_onnx
+
+    exported = export_onnx(built.cache, built.trained, 64, options)
+    assert exported.key != built.exported.key
+    manifest = exported.manifest
+    assert {e["name"] for e in manifest["applied_by_default"]} == applied
+    assert {e["name"] for e in manifest["not_applied"]} == not_applied
+    batchnorms = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(exported.path)).graph.node)
+    weights_batchnorms = built.exported.manifest["batchnorm_modules_in_weights"]
+    assert batchnorms == (0 if options.fold_bn else weights_batchnorms) and weights_batchnorms > 0
+    assert manifest["op_counts"].get("BatchNormalization", 0) == batchnorms
+    if not options.simplify:
+        assert manifest["node_count"] > built.exported.manifest["node_count"]  # onnxslim's work is visible
+    # Same function, unoptimised: outputs agree with the default export.
+    np.testing.assert_allclose(_run(exported.path, 64), _run(built.exported.path, 64), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_no_fusion_baseline_at_ort_disable_really_runs_batchnorm(built: Built, tmp_path: Path) -> None:
+    """With fold_bn off, only the runtime can fold BatchNorm: level disable keeps it, basic folds it."""
+    import onnxruntime as ort
+
+    from yolobench.fusion import graph_op_counts
+    from yolobench.stages.export import export_onnx
+
+    exported = export_onnx(built.cache, built.trained, 64,
+                           ExportOptions(fold_bn=False, constant_folding=False, simplify=False))  # fmt: skip
+    counts = {}
+    for level, value in (("disable", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                         ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)):  # fmt: skip
+        options = ort.SessionOptions()
+        options.graph_optimization_level = value
+        options.optimized_model_filepath = str(tmp_path / f"{level}.onnx")
+        ort.InferenceSession(str(exported.path), options, providers=["CPUExecutionProvider"])
+        counts[level] = graph_op_counts(tmp_path / f"{level}.onnx")
+    assert counts["disable"]["BatchNormalization"] == built.exported.manifest["batchnorm_modules_in_weights"]
+    assert counts["basic"].get("BatchNormalization", 0) == 0
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_real_head_in_float(built: Built) -> None:
+    import onnx
+
+    manifest = built.int8.manifest
+    head = manifest["head_nodes_kept_float"]
+    model = onnx.load(str(built.int8.path))
+    nodes = {node.name: node for node in model.graph.node}
+    assert head and set(head) <= set(nodes) and set(head) <= set(manifest["nodes_excluded"])
+    head_ops = {nodes[name].op_type for name in head}
+    assert {"Softmax", "Sigmoid", "Concat", "Reshape"} <= head_ops  # DFL, class scores, output
+    assert any(model.graph.output[0].name in nodes[name].output for name in head)
+    quantized = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
+    assert not [name for name in head if set(nodes[name].output) & quantized]
+    dequantized = {output for node in model.graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    body_convs = [node for node in model.graph.node if node.op_type == "Conv" and node.name not in head]
+    assert body_convs and all(node.input[0] in dequantized for node in body_convs)  # the rest is int8

@@ -132,7 +132,7 @@ def test_int8_from_the_cpu_recipe_is_refused_before_building_with_how_to_fix(tmp
     from yolobench.stages.tensorrt import tensorrt_qdq_problems
 
     source = write_conv_model(tmp_path / "fp32.onnx")
-    cpu_recipe = _quantize(source, tmp_path / "u8.onnx")  # ORT's default: uint8 activations, asymmetric
+    cpu_recipe = _quantize(source, tmp_path / "u8.onnx", activation_type=QuantType.QUInt8)  # the x86 CPU recipe
     signed_asymmetric = _quantize(source, tmp_path / "s8.onnx", activation_type=QuantType.QInt8,
                                   weight_type=QuantType.QInt8)  # fmt: skip
     tensorrt_recipe = _quantize(source, tmp_path / "s8sym.onnx", activation_type=QuantType.QInt8,

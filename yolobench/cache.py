@@ -32,6 +32,27 @@ def cache_key(stage: str, config: Mapping[str, Any], parent_key: str | None, ver
     return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in blocks (weights and models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (and threads) for as long as the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One built thing in the cache: its key, its main file and the manifest that says how it was made."""
@@ -75,16 +96,8 @@ class ArtifactCache:
         manifest = json.loads(manifest_path.read_text())
         return Artifact(key=key, stage=stage, path=directory / manifest["filename"], manifest=manifest)
 
-    @contextmanager
-    def _lock(self, stage: str, key: str) -> Iterator[None]:
-        lock_path = self.root / stage / f".{key}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self, stage: str, key: str):
+        return file_lock(self.root / stage / f".{key}.lock")
 
     def get_or_build(
         self,

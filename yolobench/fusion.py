@@ -102,6 +102,7 @@ def runtime_fusion(
     if counts is not None:
         params["ort_graph_nodes"] = sum(counts.values())
         params["ort_batchnorm_nodes"] = counts.get("BatchNormalization", 0)
+        params["ort_cast_nodes"] = counts.get("Cast", 0)  # fp16: Casts around ops without an fp16 kernel
     if precision == "int8":
         if counts is not None:
             execution = int8_execution(counts)

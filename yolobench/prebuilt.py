@@ -61,10 +61,12 @@ def _write_json_atomically(path: Path, payload: Any) -> None:
     os.replace(tmp_name, path)
 
 
-def record_build(cache: ArtifactCache, key: str, model: Artifact, model_name: str, axes: dict[str, Any]) -> None:
-    """Note in the cache which artifact a build key resolved to, for a measuring host that copies the cache."""
+def record_build(cache: ArtifactCache, key: str, model: Artifact, model_name: str, axes: dict[str, Any],
+                 lineage: list[dict[str, Any]]) -> None:
+    """Note in the cache which artifact a build key resolved to (and how it was made, in case only the
+    model's own folder is copied), for a measuring host that copies the cache."""
     path = cache.root / INDEX_DIR / f"{key}.json"
-    entry = {"stage": model.stage, "key": model.key, "model_name": model_name, "axes": axes}
+    entry = {"stage": model.stage, "key": model.key, "model_name": model_name, "axes": axes, "lineage": lineage}
     if path.is_file():
         try:
             if json.loads(path.read_text()) == entry:
@@ -131,9 +133,9 @@ class PrebuiltModels:
         artifact = self.cache.lookup(entry["stage"], entry["key"])
         if artifact is None or not artifact.path.is_file():
             return None
-        stored_lineage = artifact.directory / LINEAGE_NAME
-        lineage = (json.loads(stored_lineage.read_text()) if stored_lineage.is_file()
-                   else self.cache.lineage(artifact))
+        lineage = self.cache.lineage(artifact)
+        if not any(m.get("stage") == "export" for m in lineage):  # ancestors not copied: use what was recorded
+            lineage = entry.get("lineage") or lineage
         return Located(artifact, lineage, entry.get("model_name", ""), f"cache:{self.cache.root}")
 
     def _experiments(self) -> list[str]:
@@ -161,8 +163,8 @@ class PrebuiltModels:
         artifact = self.cache.lookup(stage, artifact_key)
         assert artifact is not None
         model_name = run.data.params.get("model", "")
-        record_build(self.cache, key, artifact, model_name, axes)
         lineage = json.loads((artifact.directory / LINEAGE_NAME).read_text())
+        record_build(self.cache, key, artifact, model_name, axes, lineage)
         return Located(artifact, lineage, model_name, f"mlflow:run {run.info.run_id}")
 
     def locate(self, variant: Variant) -> Located:
@@ -236,7 +238,9 @@ class MeasureOnlyBuilder:
             return
         found, missing = self.models.available(variants)
         if not found:
-            listed = ", ".join(v.label for v in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            listed = ", ".join(v.label for v in missing[:10])
+            if len(missing) > 10:
+                listed += f" and {len(missing) - 10} more"
             raise ArtifactMissing(
                 f"--measure-only: none of the {len(missing)} variants to measure has a built model ({listed}). "
                 f"Looked in the cache folder {self.models.cache.root / INDEX_DIR} and the MLflow store "

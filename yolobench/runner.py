@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 from optuna.trial import TrialState
 
 from yolobench import prebuilt, search, tracking
@@ -486,9 +485,11 @@ class Sweep:
         measuring host without the build extra can take it (`--measure-only`)."""
         key = prebuilt.build_key(self.spec, variant)
         if self.settings.measure_only:
-            self.tracker.log(run_id, tags={prebuilt.BUILD_KEY_TAG: key}, params={"model_source": self.builder.source(model)})
+            self.tracker.log(run_id, tags={prebuilt.BUILD_KEY_TAG: key},
+                             params={"model_source": self.builder.source(model)})
             return
-        prebuilt.record_build(self.cache, key, model, self.builder.model_name(variant), prebuilt.build_axes(variant))
+        prebuilt.record_build(self.cache, key, model, self.builder.model_name(variant), prebuilt.build_axes(variant),
+                              lineage)
         prebuilt.log_model(self.tracker, run_id, key, model, lineage, self.experiment_id)
 
     def _baseline_metrics(self) -> dict[str, float] | None:

@@ -103,14 +103,21 @@ class Space:
 
 def variant_key(spec: SweepSpec, variant: Variant) -> str:
     """Identity of a measured variant: what is built (model, data) and how it is run. Computable
-    before building, so a resumed sweep knows what it has done without touching the cache."""
+    before building, so a resumed sweep knows what it has done without touching the cache.
+
+    Settings left at their defaults are not part of it: a newer yolobench that adds a setting does
+    not make every finished variant look new. What the user wrote, and the variant, always are."""
+
+    def written(section: Any) -> dict[str, Any]:
+        return section.model_dump(mode="json", exclude_defaults=True)
+
     identity = {
-        "model": spec.model.model_dump(),
-        "data": spec.data.model_dump(),
-        "runtime": spec.runtime.model_dump(),
-        "export": spec.export.model_dump(),
-        "int8": spec.int8.model_dump() if variant.get("precision") == "int8" else None,
-        "measure": spec.measure.model_dump(),
+        "model": written(spec.model),
+        "data": written(spec.data),
+        "runtime": written(spec.runtime),
+        "export": written(spec.export),
+        "int8": written(spec.int8) if variant.get("precision") == "int8" else None,
+        "measure": written(spec.measure),
         "variant": variant.as_dict(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]

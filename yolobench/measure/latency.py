@@ -285,5 +285,5 @@ def _restore(previous: Mapping[int, set[int]]) -> None:
     for tid, mask in previous.items():
         try:
             os.sched_setaffinity(tid, mask)
-        except (ProcessLookupError, OSError):
+        except OSError:  # the thread ended meanwhile
             continue

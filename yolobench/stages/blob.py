@@ -10,7 +10,6 @@ on the ONNX, SHAVEs, OpenVINO version and parameters) already plays that role.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import struct
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
+from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput, file_sha256
 
 BLOB_STAGE = "blob"
 HEAD_STAGE = "rvc2_head"
@@ -128,14 +127,6 @@ def _onnx_opset(path: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def compile_blob(cache: ArtifactCache, onnx_artifact: Artifact, settings: BlobSettings) -> Artifact:
     """The variant's ONNX compiled for the Myriad X with `settings.shaves` SHAVEs, cached by content."""
 
@@ -152,7 +143,7 @@ def compile_blob(cache: ArtifactCache, onnx_artifact: Artifact, settings: BlobSe
                 "optimizer_params": list(settings.optimizer_params),
                 "compile_params": list(settings.compile_params),
                 "converter_url": settings.url,
-                "source_onnx_sha256": _sha256(onnx_artifact.path),
+                "source_onnx_sha256": file_sha256(onnx_artifact.path),
                 "source_onnx_opset": _onnx_opset(onnx_artifact.path),
                 "blob_bytes": len(blob),
                 "input": "BGR uint8 planar (U8); the blob scales by 1/255 and swaps to RGB",
@@ -294,7 +285,7 @@ def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
     _prune(graph)
     onnx.checker.check_model(model)
     onnx.save(model, str(destination))
-    return {"outputs": dict(zip([o.name for o in outputs], shapes)), "reg_max": reg_max,
+    return {"outputs": dict(zip([o.name for o in outputs], shapes, strict=True)), "reg_max": reg_max,
             "num_classes": num_classes, "levels": len(levels)}
 
 

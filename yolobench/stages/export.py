@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,7 +86,13 @@ def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterato
             for name in ("opset_version", "dynamo", "do_constant_folding")
         }
         record["torch_onnx_export"]["training"] = str(kwargs.get("training", export_defaults.get("training")))
-        return original_export(*args, **kwargs)
+        if "training" not in kwargs:
+            return original_export(*args, **kwargs)
+        if getattr(args[0] if args else kwargs.get("model"), "training", False):
+            raise BuildFailed("the exporter left the model in training mode; PRESERVE would export training BatchNorm")
+        with warnings.catch_warnings():  # torch warns about PRESERVE + folding whatever the mode; the model is in eval
+            warnings.filterwarnings("ignore", message="It is recommended that constant folding be turned off")
+            return original_export(*args, **kwargs)
 
     def slim(model: Any, *args: Any, **kwargs: Any) -> Any:
         if not options.fold_bn:

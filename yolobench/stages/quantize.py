@@ -115,6 +115,22 @@ def detection_head_nodes(model: Any) -> list[str]:
     return sorted(found, key=order.__getitem__)
 
 
+def constant_subgraph_nodes(model: Any) -> list[str]:
+    """Names of nodes whose outputs do not depend on any graph input: constant arithmetic the exporter did not fold.
+
+    Quantising them only rounds constants: e.g. with constant folding off, a Resize's scales come from a Concat of
+    two Constants, and a quantised Concat turns the 2.0 upsampling factor into 1.99 (a wrong feature-map size).
+    """
+    live = {value.name for value in model.graph.input} - {tensor.name for tensor in model.graph.initializer}
+    constant: list[str] = []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(name in live for name in node.input if name):
+            live.update(node.output)
+        else:
+            constant.append(node.name)
+    return constant
+
+
 def _float_nodes_quantized(model: Any, names: Sequence[str]) -> list[str]:
     """Those of `names` whose output feeds a QuantizeLinear, i.e. nodes that would run in int8 after QDQ fusion."""
     quantize_inputs = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
@@ -133,13 +149,19 @@ def _io_casts(model: Any) -> dict[str, list[str]]:
     }
 
 
-def _check_runs(path: Path) -> list[int | str]:
-    """Load the model in ONNX Runtime (CPU, no graph optimisation) and run a zero input; return the output shape."""
+def _check_runs(path: Path, loaded_graph: Path | None = None) -> list[int | str]:
+    """Load the model in ONNX Runtime (CPU, no graph optimisation) and run a zero input; return the output shape.
+
+    `loaded_graph`: where to save the graph as the CPU EP will run it (its kernel assignment inserts Casts
+    around ops without a kernel for the model's type even with every optimisation off).
+    """
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if loaded_graph is not None:
+        options.optimized_model_filepath = str(loaded_graph)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     feed = np.zeros([d if isinstance(d, int) else 1 for d in model_input.shape], np.float32)
@@ -161,6 +183,10 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         onnx.save(converted, str(output))
         counts = op_counts(converted)
         io_casts = _io_casts(converted)
+        loaded = work_dir / "ort-cpu-loaded.onnx"
+        checked_shape = _check_runs(output, loaded)
+        cpu_counts = op_counts(onnx.load(str(loaded)))
+        loaded.unlink()
         return BuildOutput(
             filename=output.name,
             manifest={
@@ -171,10 +197,14 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
                 "casts_inserted": counts.get("Cast", 0) - casts_before,
                 # Casts inside the graph: fp16 <-> fp32 around each op left in float (the block list), paid per run.
                 "casts_inserted_inside": counts.get("Cast", 0) - casts_before - sum(len(v) for v in io_casts.values()),
+                # ...and the ones ONNX Runtime's CPU EP adds when it loads the model, around every op it has no fp16
+                # kernel for on this host (level disable; higher levels merge some): why fp16 rarely pays on a CPU.
+                "casts_inserted_by_ort_cpu": cpu_counts.get("Cast", 0) - counts.get("Cast", 0),
+                "ort_cpu_loaded_op_counts": cpu_counts,
                 "op_block_list": list(float16.DEFAULT_OP_BLOCK_LIST),  # these stay fp32 with Casts around them
                 "node_count": len(converted.graph.node),
                 "op_counts": counts,
-                "checked_output_shape": _check_runs(output),
+                "checked_output_shape": checked_shape,
             },
         )
 
@@ -234,7 +264,8 @@ def quantize_int8(
         head = detection_head_nodes(onnx.load(str(prepared))) if recipe.keep_head_float else []
         if recipe.keep_head_float and not head:
             raise BuildFailed("keep_head_float: no Reshape flattening a (1, C, H, W) feature map; is this a YOLO head?")
-        excluded = list(dict.fromkeys([*head, *recipe.exclude_nodes]))
+        constant = constant_subgraph_nodes(onnx.load(str(prepared)))
+        excluded = list(dict.fromkeys([*head, *constant, *recipe.exclude_nodes]))
         types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
         methods = {
             "minmax": CalibrationMethod.MinMax,
@@ -272,6 +303,7 @@ def quantize_int8(
                 "precision": "int8",
                 "recipe": recipe.model_dump(),
                 "head_nodes_kept_float": head,  # found by detection_head_nodes, verified unquantised
+                "constant_nodes_kept_float": constant,  # never worth quantising (see constant_subgraph_nodes)
                 "nodes_excluded": excluded,
                 "calibration_images": [p.name for p in images],
                 "calibration_imgsz": imgsz,

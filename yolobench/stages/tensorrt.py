@@ -17,20 +17,18 @@ Only `tensorrt` (and onnx, optionally, for the weight-sparsity check) is needed:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
+from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput, file_lock
 from yolobench.gpu import GpuIdentity, gpu_identity
 
 STAGE = "tensorrt"
@@ -158,20 +156,9 @@ def _recording_logger(trt: Any) -> Any:
     return RecordingLogger()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _save_timing_cache(path: Path, builder_config: Any, timing_cache: Any) -> int:
     """Write the build's timing cache back, merged with what other builds saved meanwhile; atomically."""
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         current = timing_cache
         if path.is_file():
             on_disk = builder_config.create_timing_cache(path.read_bytes())

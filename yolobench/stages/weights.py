@@ -6,7 +6,6 @@ A missing download fails in seconds with a message that says what to do: many bu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import socket
@@ -15,7 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from yolobench.cache import Artifact, ArtifactCache, BuildOutput
+from yolobench.cache import Artifact, ArtifactCache, BuildOutput, file_sha256
 from yolobench.stages.ultralytics_env import ensure_prepared
 
 STAGE = "weights"
@@ -25,14 +24,6 @@ REACHABILITY_TIMEOUT_S = 3.0
 
 class WeightsUnavailable(RuntimeError):
     """The weights are neither on disk nor downloadable from here."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_official_name(weights: str) -> bool:
