@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
           f"yolobench.int8_unfused={int8_tags.get('yolobench.int8_unfused')}")
     print(f"fp16 graph: the converter inserted {fp16_manifest.get('casts_inserted')} Cast nodes "
           f"({fp16_manifest.get('casts_inserted_inside')} inside the graph), ONNX Runtime's CPU EP "
-          f"{fp16_manifest.get('casts_inserted_by_ort_cpu')} more when it loads it (no fp16 kernels); "
-          f"{facts['fp16'][0].get('ort_cast_nodes')} Casts left at level {args.level}")
+          f"{fp16_manifest.get('casts_inserted_by_ort_cpu')} more when it loads it (around ops it has no fp16 kernel for); "
+          f"{facts['fp16'][0].get('ort_cast_nodes')} Casts left at level {args.level}; ops ORT runs in fp32 "
+          f"between Casts: {fp16_manifest.get('ort_cpu_ops_run_in_fp32')}")
     for name in ("fp32", "int8", "fp16"):
         print(f"{name} p50 {p50[name]:8.2f} ms   mAP50-95 {accuracy[name]:.4f}")
     print(f"int8 speed-up vs fp32: {int8_speedup:.2f}x (p50 ratio; per-round ratios {spread(round_ratio['int8'])}; "

@@ -282,6 +282,7 @@ def test_fp16_manifest_counts_the_casts_it_costs(tiny) -> None:
     loaded_casts = manifest["ort_cpu_loaded_op_counts"]["Cast"]
     assert manifest["casts_inserted_by_ort_cpu"] == loaded_casts - manifest["op_counts"]["Cast"]
     assert manifest["casts_inserted_by_ort_cpu"] > 0  # x86 ORT has no fp16 Conv kernel: it casts around it
+    assert manifest["ort_cpu_ops_run_in_fp32"]["Conv"] == 5  # every Conv of the tiny model
 
 
 # --- in a sweep ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ that, every quantised op runs in float with the quantise/dequantise work on top,
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,9 @@ def graph_op_counts(model_or_path: Any) -> dict[str, int]:
     """Node count per op type of an ONNX graph (a path or a ModelProto), e.g. {'QLinearConv': 87, ...}."""
     import onnx
 
-    model = onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
-    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+    from yolobench.stages.export import op_counts
+
+    return op_counts(onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path)
 
 
 def int8_execution(op_counts: Mapping[str, int]) -> dict[str, int]:

@@ -298,11 +298,18 @@ class Sweep:
         return summary
 
     def _evaluations(self) -> int:
-        """Trials that asked for a variant's result (measured, reused or failed): what a budget counts."""
-        return sum(
-            1 for t in self.study.get_trials(deepcopy=False)
-            if t.user_attrs.get(search.OUTCOME_ATTR) in ("measured", "reused", "failed")
-        )
+        """Trials that asked for a variant's result (measured, reused or failed) under the sweep file as it
+        is now: what a budget counts. Trials of an earlier version of the file (other keys) do not count."""
+        count = 0
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.user_attrs.get(search.OUTCOME_ATTR) not in ("measured", "reused", "failed"):
+                continue
+            try:
+                variant = self.space.variant_from_params(trial.params)
+            except KeyError:  # an axis the file no longer has
+                continue
+            count += variant_key(self.spec, variant) == trial.user_attrs.get(search.KEY_ATTR)
+        return count
 
     def _more_to_do(self, state: search.StudyState, started: float) -> bool:
         if self.spec.search.mode == "grid":

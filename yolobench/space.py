@@ -105,19 +105,23 @@ def variant_key(spec: SweepSpec, variant: Variant) -> str:
     """Identity of a measured variant: what is built (model, data) and how it is run. Computable
     before building, so a resumed sweep knows what it has done without touching the cache.
 
-    Settings left at their defaults are not part of it: a newer yolobench that adds a setting does
-    not make every finished variant look new. What the user wrote, and the variant, always are."""
+    What is built counts in full, defaults included: a new default recipe is a new model. How it is
+    measured counts by the settings that differ from their defaults, so that a newer yolobench that
+    adds a measurement setting does not make every finished variant look new."""
 
-    def written(section: Any) -> dict[str, Any]:
+    def built(section: Any) -> dict[str, Any]:
+        return section.model_dump(mode="json")
+
+    def measured(section: Any) -> dict[str, Any]:
         return section.model_dump(mode="json", exclude_defaults=True)
 
     identity = {
-        "model": written(spec.model),
-        "data": written(spec.data),
-        "runtime": written(spec.runtime),
-        "export": written(spec.export),
-        "int8": written(spec.int8) if variant.get("precision") == "int8" else None,
-        "measure": written(spec.measure),
+        "model": built(spec.model),
+        "data": built(spec.data),
+        "export": built(spec.export),
+        "int8": built(spec.int8) if variant.get("precision") == "int8" else None,
+        "runtime": measured(spec.runtime),
+        "measure": measured(spec.measure),
         "variant": variant.as_dict(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]

@@ -68,10 +68,10 @@ def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterato
     """
     import onnxslim
     import torch
-    import ultralytics.nn.tasks as tasks
+    from ultralytics.nn import tasks
 
     originals = (torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn)
-    original_export, original_slim, original_fuse_conv, original_fuse_deconv = originals
+    original_export, original_slim = originals[:2]
     export_defaults = {
         name: parameter.default for name, parameter in inspect.signature(original_export).parameters.items()
     }

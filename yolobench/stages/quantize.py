@@ -30,11 +30,12 @@ QUANTIZABLE_OP_TYPES = (
     "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "TopK", "Transpose", "Unsqueeze", "Where",
 )  # fmt: skip
 
-# Chosen by measurement (benchmarks/int8_speedup.py; yolo11n, imgsz 640, ORT level all, AVX-512 VNNI CPU): with
-# Conv alone, every SiLU (Sigmoid, Mul) runs in float between a DequantizeLinear and a QuantizeLinear and int8 is only
-# ~1.2x faster than fp32; quantising SiLU, the residual Adds, the C2f/SPPF Concats, MaxPool, Resize and Split keeps
-# the backbone and neck in uint8 end to end (QLinearConv/QLinearSigmoid/QLinearMul...) and gives ~1.7x.
-# MatMul/Softmax (the C2PSA attention) are left out: quantising them gained nothing and cost accuracy.
+# Chosen by measurement (yolo11n at imgsz 640, ORT 1.32 level all, 2 threads of an AVX-512 VNNI CPU, interleaved;
+# speed-up over fp32): Conv alone 1.2-1.45x, because every SiLU (Sigmoid, Mul) then runs in float between a
+# DequantizeLinear and a QuantizeLinear; + Sigmoid, Mul 1.7x; + the residual Adds, C2f/SPPF Concats, MaxPool, Resize
+# and Split 1.9x, the backbone and neck staying uint8 end to end (QLinearConv/QLinearSigmoid/QLinearMul...). Every
+# op type (MatMul/Softmax of the C2PSA attention too) 1.8x and a little less accurate. s8 activations 0.7x.
+# Per-tensor weights and reduce_range made no measurable difference to speed; per-channel kept mAP closer to fp32.
 DEFAULT_INT8_OP_TYPES = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "Split")
 
 
@@ -185,7 +186,8 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         io_casts = _io_casts(converted)
         loaded = work_dir / "ort-cpu-loaded.onnx"
         checked_shape = _check_runs(output, loaded)
-        cpu_counts = op_counts(onnx.load(str(loaded)))
+        loaded_model = onnx.load(str(loaded))
+        cpu_counts = op_counts(loaded_model)
         loaded.unlink()
         return BuildOutput(
             filename=output.name,
@@ -201,6 +203,7 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
                 # kernel for on this host (level disable; higher levels merge some): why fp16 rarely pays on a CPU.
                 "casts_inserted_by_ort_cpu": cpu_counts.get("Cast", 0) - counts.get("Cast", 0),
                 "ort_cpu_loaded_op_counts": cpu_counts,
+                "ort_cpu_ops_run_in_fp32": _behind_casts(loaded_model),  # per op type: computed in fp32 after all
                 "op_block_list": list(float16.DEFAULT_OP_BLOCK_LIST),  # these stay fp32 with Casts around them
                 "node_count": len(converted.graph.node),
                 "op_counts": counts,
@@ -209,6 +212,15 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         )
 
     return cache.get_or_build(FP16_STAGE, config, onnx_artifact, versions(PRECISION_VERSIONS), build)
+
+
+def _behind_casts(model: Any) -> dict[str, int]:
+    """Per op type, the nodes fed by a Cast: in a graph ORT loaded from fp16, the ones it computes in fp32."""
+    from collections import Counter
+
+    cast_outputs = {output for node in model.graph.node if node.op_type == "Cast" for output in node.output}
+    fed = Counter(node.op_type for node in model.graph.node if node.op_type != "Cast" and set(node.input) & cast_outputs)
+    return dict(sorted(fed.items()))
 
 
 class _LetterboxCalibrationReader:
@@ -248,7 +260,7 @@ def quantize_int8(
     if not images:
         raise ValueError("quantize_int8 needs at least one calibration image")
     config = {"recipe": recipe.model_dump(), "calibration": _calibration_identity(images), "format": "QDQ",
-              "preprocess": "quant_pre_process(skip_optimization=True)"}  # fmt: skip
+              "preprocess": "quant_pre_process(skip_optimization=True)", "constant_subgraphs": "float"}  # fmt: skip
 
     def build(work_dir: Path) -> BuildOutput:
         import onnx
