@@ -317,3 +317,25 @@ def test_sweep_runs_say_what_was_fused(seeded_home: Path) -> None:
     assert int(runs["all"].data.params["ort_qlinear_conv"]) > 0 == int(runs["disable"].data.params["ort_qlinear_conv"])
     assert int(runs["disable"].data.params["ort_batchnorm_nodes"]) > 0  # the no-fusion baseline runs BatchNorm
     assert all(r.data.tags["yolobench.export_fusions"] == "none" for r in runs.values())
+
+
+def test_symmetric_recipe_gives_zero_points_tensorrt_accepts(tiny) -> None:
+    """The TensorRT sweep's recipe yields Q/DQ nodes with zero point 0 (the contract TensorRT checks)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from yolobench.stages.quantize import quantize_int8
+    from yolobench.stages.tensorrt import tensorrt_qdq_problems
+
+    with pytest.raises(ValueError, match="needs activation_type 's8'"):
+        Int8Recipe(symmetric=True)
+    cache, exported, images = tiny
+    asymmetric = quantize_int8(cache, exported, images, Int8Recipe(calibration_images=4))
+    assert tensorrt_qdq_problems(asymmetric.path)  # the CPU default would be refused by TensorRT
+    recipe = Int8Recipe(activation_type="s8", weight_type="s8", symmetric=True, calibration_images=4)
+    symmetric = quantize_int8(cache, exported, images, recipe)
+    model = onnx.load(str(symmetric.path))
+    zero_points = [numpy_helper.to_array(i) for i in model.graph.initializer if "zero_point" in i.name]
+    # int8 activations and weights, int32 biases: all with zero point 0.
+    assert zero_points and [v for v in zero_points if not ((v == 0).all() and v.dtype in (np.int8, np.int32))] == []
+    assert tensorrt_qdq_problems(symmetric.path) == []

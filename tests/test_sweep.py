@@ -168,3 +168,37 @@ def test_killed_sweep_resumes_losing_and_duplicating_nothing(seeded_home: Path, 
     assert len({t.user_attrs["variant_key"] for t in measured}) == total
     # At most the one variant in flight when killed was measured twice (once lost, once redone).
     assert len(measured) <= total + 1
+
+
+def test_two_workers_share_one_sweep_without_measuring_twice(seeded_home: Path, tmp_path: Path) -> None:
+    import yaml
+
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_SWEEP))
+    total = Space.from_spec(parse_spec(TINY_SWEEP)).count()
+    command = [sys.executable, "-m", "yolobench.cli", "sweep", str(spec_path), "--home", str(seeded_home)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # Build the models first, so both workers race on measuring (the part that must not be doubled).
+    from yolobench.data.dataset import load_dataset
+    from yolobench.progress import Progress
+    from yolobench.runner import VariantBuilder, resolve_data_yaml
+
+    spec = parse_spec(TINY_SWEEP)
+    sweep = Sweep(spec, SweepSettings(home=seeded_home))
+    sweep._prepare()
+    data_yaml = resolve_data_yaml(spec, seeded_home)
+    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    for variant in Space.from_spec(spec).variants():
+        builder.build(variant)
+
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+               for _ in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    measured_by = [output.count("mAP50-95") for output in outputs]
+    assert sum(measured_by) == total and min(measured_by) >= 1, measured_by  # both worked, neither doubled
+
+    runs = child_runs(seeded_home)
+    keys = [r.data.tags[tracking.VARIANT_KEY_TAG] for r in runs]
+    assert len(keys) == len(set(keys)) == total
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -3,8 +3,8 @@ Ultralytics, so `yolobench sweep --measure-only` takes each variant's model from
 copied from the build machine, or from the MLflow artifact store a build sweep logged it to.
 
 A cache key depends on the build tools' versions, which a measuring host cannot know; the
-*build key* here depends only on what the sweep file says is built (model, data, int8 recipe,
-the variant's build axes), so both machines compute it. The build side records build key ->
+*build key* here depends only on what the sweep file says is built (model, data, export options,
+int8 recipe, the variant's build axes), so both machines compute it. The build side records build key ->
 artifact in the cache (`prebuilt/`) and tags the MLflow run that logged the model with it."""
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def build_key(spec: SweepSpec, variant: Variant) -> str:
     identity = {
         "model": spec.model.model_dump(),
         "data": data,
+        "export": spec.export.model_dump(),
         "int8": spec.int8.model_dump() if axes.get("precision") == "int8" else None,
         "axes": axes,
     }

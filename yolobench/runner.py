@@ -415,6 +415,10 @@ class Sweep:
             trial.set_user_attr(search.OUTCOME_ATTR, "excluded")
             self.study.tell(trial, state=TrialState.PRUNED)
             return
+        if key in self._running_elsewhere():  # another worker took the same point at the same moment
+            trial.set_user_attr(search.OUTCOME_ATTR, "taken")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
         if key in done:  # a proposal of a point already measured: the result comes from the store
             previous = done[key]
             trial.set_user_attr(search.OUTCOME_ATTR, "reused")

@@ -60,6 +60,7 @@ class Int8Recipe(BaseModel):
     exclude_nodes: list[str] = Field(default_factory=list, description="further node names to keep in float")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_images: int = Field(default=32, ge=1)
+    symmetric: bool = Field(False, description="zero points 0 for activations and weights: what TensorRT takes")
 
     @field_validator("op_types")
     @classmethod
@@ -75,6 +76,8 @@ class Int8Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _supported_type_pair(self) -> Int8Recipe:
+        if self.symmetric and self.activation_type != "s8":
+            raise ValueError("symmetric quantisation (zero point 0) needs activation_type 's8'")
         if (self.activation_type, self.weight_type) == ("s8", "u8"):
             raise ValueError(
                 "activation_type 's8' with weight_type 'u8' is not supported by ONNX Runtime; "
@@ -297,6 +300,7 @@ def quantize_int8(
             weight_type=types[recipe.weight_type],
             nodes_to_exclude=excluded,
             calibrate_method=methods[recipe.calibration_method],
+            extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True} if recipe.symmetric else None,
         )
         prepared.unlink()
         for leftover in work_dir.glob("*.onnx.data"):  # calibration scratch some ORT versions leave behind

@@ -326,7 +326,7 @@ def build_engine(
         if settings.precision == "int8" and (problems := tensorrt_qdq_problems(onnx_artifact.path)):
             raise BuildFailed(
                 f"the int8 artifact cannot become a TensorRT engine: {'; '.join(problems)}. Quantise for TensorRT "
-                "with int8 activation_type s8, weight_type s8 and symmetric activations"
+                "with `int8: {activation_type: s8, weight_type: s8, symmetric: true}` in the sweep file"
             )
         logger = _recording_logger(trt)
         builder = trt.Builder(logger)
