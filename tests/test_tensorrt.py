@@ -144,7 +144,7 @@ def test_int8_from_the_cpu_recipe_is_refused_before_building_with_how_to_fix(tmp
     fake = make_fake_tensorrt("10.3.0")
     cache = ArtifactCache(tmp_path / "cache")
     manifest = {"precision": "int8", "op_counts": {"QuantizeLinear": 1, "DequantizeLinear": 1}}
-    with pytest.raises(BuildFailed, match="activation_type s8, weight_type s8 and symmetric"):
+    with pytest.raises(BuildFailed, match="activation_type: s8, weight_type: s8, symmetric: true"):
         build_engine(cache, Artifact("a" * 20, "int8", cpu_recipe, manifest), EngineSettings("int8"), trt=fake, gpu=ORIN)
     assert fake.records.builds == []
     built = build_engine(cache, Artifact("b" * 20, "int8", tensorrt_recipe, manifest), EngineSettings("int8"),
