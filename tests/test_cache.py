@@ -78,3 +78,4 @@ def test_lineage_follows_parents(tmp_path: Path) -> None:
     root = cache.get_or_build("weights", {"sha": "1"}, None, {}, writer("w", calls))
     child = cache.get_or_build("export", {"imgsz": 64}, root, {}, writer("e", calls))
     assert [m["stage"] for m in cache.lineage(child)] == ["export", "weights"]
+

@@ -26,11 +26,16 @@ class Progress:
         self._stream = stream or sys.stdout
         self._clock = clock
         self._started = clock()
+        self._excluded = 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave one-off work (training a model that later variants share) out of the per-variant pace."""
+        self._excluded += seconds
 
     def eta_seconds(self) -> float | None:
         if self._done_here == 0:
             return None
-        per_variant = (self._clock() - self._started) / self._done_here
+        per_variant = max(0.0, self._clock() - self._started - self._excluded) / self._done_here
         return per_variant * (self.total - self.done)
 
     def _prefix(self) -> str:

@@ -138,11 +138,13 @@ class VariantBuilder:
         from yolobench.stages.train import train_model
 
         train = self.spec.model.train
+        started = time.monotonic()
         artifact = train_model(
             self.cache, cfg, self.data_yaml,
             epochs=train.epochs, imgsz=train.imgsz, batch=train.batch, seed=train.seed,
             extra=extra or None, progress=self.progress.message,
         )
+        self.progress.exclude(time.monotonic() - started)
         if self.on_trained is not None and artifact.key not in self.training_run_ids:
             self.training_run_ids[artifact.key] = self.on_trained(
                 artifact, {"cfg": Path(cfg).name, **description, **train.model_dump()})
