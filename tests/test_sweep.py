@@ -202,3 +202,40 @@ def test_two_workers_share_one_sweep_without_measuring_twice(seeded_home: Path, 
     keys = [r.data.tags[tracking.VARIANT_KEY_TAG] for r in runs]
     assert len(keys) == len(set(keys)) == total
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_missing_weights_stop_the_sweep_fast_with_what_to_do(tmp_path: Path, capsys) -> None:
+    import time
+
+    import yaml
+
+    from yolobench.cli import main
+
+    spec = {**TINY_SWEEP, "model": {"weights": str(tmp_path / "nowhere" / "yolo11{scale}.pt")}}
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    home = tmp_path / "home"
+    started = time.monotonic()
+    assert main(["sweep", str(spec_path), "--home", str(home)]) == 1
+    assert time.monotonic() - started < 60
+    message = capsys.readouterr().err
+    assert "nowhere/yolo11n.pt" in message and "model.train" in message
+    runs = all_runs(home)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"  # the parent; no variant recorded as failed
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{home / 'optuna.db'}")
+    assert [t.user_attrs.get("outcome") for t in study.trials] == ["interrupted"]  # redone once weights exist
+
+
+def test_a_data_set_that_cannot_be_had_stops_the_sweep_with_a_message(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from yolobench.cli import main
+
+    spec = {**TINY_SWEEP, "data": {"yaml": str(tmp_path / "missing.yaml")}}
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    home = tmp_path / "home"
+    assert main(["sweep", str(spec_path), "--home", str(home)]) == 1
+    assert "missing.yaml" in capsys.readouterr().err
+    parents = all_runs(home)
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"  # not left RUNNING

@@ -73,13 +73,14 @@ def _sweep(args: argparse.Namespace) -> int:
         return _print_plan(args.file, args.list)
     from yolobench.prebuilt import ArtifactMissing
     from yolobench.runner import VariantFailed, run_sweep
+    from yolobench.search import StudyMismatch
     from yolobench.stages.weights import WeightsUnavailable
 
     spec = load_spec(args.file)
     settings = _settings(args)
     try:
         summary = run_sweep(spec, settings)
-    except (VariantFailed, WeightsUnavailable, ArtifactMissing) as error:
+    except (VariantFailed, WeightsUnavailable, ArtifactMissing, StudyMismatch) as error:
         print(f"yolobench: {error}", file=sys.stderr)
         return 1
     print(

@@ -28,6 +28,7 @@ from yolobench.runtimes import get_runtime
 from yolobench.runtimes.timing import phase_calls, session_phase_metrics, timed_calls_start
 from yolobench.space import Space, Variant, variant_key
 from yolobench.spec import SweepSpec
+from yolobench.stages.weights import WeightsUnavailable
 
 # Exceptions that mean the code is wrong rather than the variant: these stop the sweep.
 BUGS = (TypeError, AttributeError, NameError, KeyError, IndexError, AssertionError, ValueError)
@@ -245,6 +246,16 @@ class Sweep:
     def run(self) -> SweepSummary:
         self._prepare()
         parent_id = self._open_parent()
+        status = "FAILED"  # whatever stops the sweep early, the parent run does not stay RUNNING
+        try:
+            summary = self._run(parent_id)
+            status = "FINISHED"
+            return summary
+        finally:
+            self.tracker.finish(parent_id, status)
+            self._log_front_report(parent_id)
+
+    def _run(self, parent_id: str) -> SweepSummary:
         summary = SweepSummary(
             sweep=self.spec.name, experiment=self.experiment_name,
             tracking_uri=self.settings.resolved_tracking_uri, storage=self.settings.resolved_storage,
@@ -261,7 +272,6 @@ class Sweep:
         progress = Progress(total, min(self._evaluations(), total) if pareto_mode else summary.already_done)
         if not self._more_to_do(state, time.monotonic()):
             progress.message("nothing left to do: every variant measured" + (" or the budget spent" if pareto_mode else ""))
-            self.tracker.finish(parent_id)
             return summary
 
         self.data_yaml = resolve_data_yaml(self.spec, self.settings.home)
@@ -287,17 +297,12 @@ class Sweep:
 
         self._pareto_tags = self._load_pareto_tags(parent_id)
         started = time.monotonic()
-        status = "FAILED"
-        try:
-            while self._more_to_do(search.study_state(self.study, self.settings.retry_failed), started):
-                self._step(search.study_state(self.study, self.settings.retry_failed).done, parent_id, progress,
-                           summary)
-                self._update_front(parent_id)
-            status = "FINISHED"
-        finally:
-            self.tracker.finish(parent_id, status)
-            self._log_front_report(parent_id)
-        return summary
+        while True:
+            state = search.study_state(self.study, self.settings.retry_failed)
+            if not self._more_to_do(state, started):
+                return summary
+            self._step(state.done, parent_id, progress, summary)
+            self._update_front(parent_id)
 
     def _evaluations(self) -> int:
         """Trials that asked for a variant's result (measured, reused or failed) under the sweep file as it
@@ -457,7 +462,8 @@ class Sweep:
             trial.set_user_attr(search.OUTCOME_ATTR, "bug")
             self.study.tell(trial, state=TrialState.FAIL)
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, WeightsUnavailable):
+            # Not the variant's fault, and no variant could do better: stop, leaving it to be redone.
             self.tracker.discard(run_id)
             search.close_interrupted(self.study, [self.study._storage.get_trial(trial._trial_id)])
             raise
