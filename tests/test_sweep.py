@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -170,13 +171,27 @@ def test_killed_sweep_resumes_losing_and_duplicating_nothing(seeded_home: Path, 
     assert len(measured) <= total + 1
 
 
-def test_two_workers_share_one_sweep_without_measuring_twice(seeded_home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_share_one_sweep_without_measuring_twice(seeded_home: Path, tmp_path: Path, storage: str) -> None:
     import yaml
+
+    from tests.postgres import postgres_server
 
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(TINY_SWEEP))
     total = Space.from_spec(parse_spec(TINY_SWEEP)).count()
     command = [sys.executable, "-m", "yolobench.cli", "sweep", str(spec_path), "--home", str(seeded_home)]
+    with contextlib.ExitStack() as stack:
+        if storage == "postgresql":
+            url = stack.enter_context(postgres_server())
+            if url is None:
+                pytest.skip("no PostgreSQL server installed here (apt-get install postgresql)")
+            command += ["--storage", url]
+        run_two_workers(command, seeded_home, total)
+
+
+def run_two_workers(command: list[str], seeded_home: Path, total: int) -> None:
+    """Two `yolobench sweep` processes on one study: every variant measured once, by one of them."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # Build the models first, so both workers race on measuring (the part that must not be doubled).
     from yolobench.data.dataset import load_dataset
@@ -202,6 +217,10 @@ def test_two_workers_share_one_sweep_without_measuring_twice(seeded_home: Path, 
     keys = [r.data.tags[tracking.VARIANT_KEY_TAG] for r in runs]
     assert len(keys) == len(set(keys)) == total
     assert {r.info.status for r in runs} == {"FINISHED"}
+    parents = [r for r in all_runs(seeded_home) if tracking.PARENT_TAG not in r.data.tags
+               and r.data.tags.get("yolobench.training") != "true"]
+    assert len(parents) == 1  # both workers settled on one parent run
+    assert {r.data.tags[tracking.PARENT_TAG] for r in runs} == {parents[0].info.run_id}
 
 
 def test_missing_weights_stop_the_sweep_fast_with_what_to_do(tmp_path: Path, capsys) -> None:

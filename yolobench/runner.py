@@ -238,9 +238,23 @@ class Sweep:
                     "hv_normalisation": "minimised metric / baseline's value; 1 - mAP"},
             tags=host_fingerprint(),
         )
+        parent_id = self._one_parent(parent_id)
         self.study.set_user_attr("mlflow_parent_run_id", parent_id)
         self.tracker.log_json(parent_id, self.spec.model_dump(mode="json"), "sweep.json")
         return parent_id
+
+    def _one_parent(self, mine: str) -> str:
+        """Workers that start a sweep together may each create a parent run. All of them settle on the
+        earliest one carrying this study's tag, and a worker whose own run lost deletes it."""
+        study = hashlib.sha256(f"{self.settings.resolved_storage}#{self.spec.name}".encode()).hexdigest()[:20]
+        self.tracker.set_tag(mine, tracking.PARENT_OF_TAG, study)
+        candidates = self.tracker.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{tracking.PARENT_OF_TAG}` = '{study}'", max_results=100)
+        chosen = min(candidates, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
+        if chosen != mine:
+            self.tracker.discard(mine)
+            self.tracker.client.update_run(chosen, status="RUNNING")
+        return chosen
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> SweepSummary:
@@ -373,7 +387,7 @@ class Sweep:
         for index, (run_id, _) in enumerate(measured):
             wanted = "true" if index in front else "false"
             if self._pareto_tags.get(run_id) != wanted:
-                self.tracker.client.set_tag(run_id, tracking.PARETO_TAG, wanted)
+                self.tracker.set_tag(run_id, tracking.PARETO_TAG, wanted)
                 self._pareto_tags[run_id] = wanted
         volume = search.hypervolume(points, search.reference_point(objectives))
         self.tracker.log(parent_id, metrics={"hypervolume": volume, "front_size": len(front),

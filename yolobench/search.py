@@ -4,8 +4,10 @@ after a crash and several workers can share it. Driven with ask/tell by the runn
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,21 +83,8 @@ def make_sampler(search: SearchSpec, space: Space) -> optuna.samplers.BaseSample
 
 def open_study(storage_url: str, study_name: str, space: Space, search: SearchSpec) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(
-        storage_url,
-        engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=_mark_interrupted,
-    )
     directions = [objective.resolved_direction for objective in search.objectives]
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        sampler=make_sampler(search, space),
-        directions=directions,
-        load_if_exists=True,
-    )
+    study = _create_or_load(storage_url, study_name, make_sampler(search, space), directions)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
         raise StudyMismatch(
@@ -103,6 +92,30 @@ def open_study(storage_url: str, study_name: str, space: Space, search: SearchSp
             f"{directions} ({[o.metric for o in search.objectives]}); rename the sweep or use another --storage"
         )
     return study
+
+
+def _create_or_load(storage_url: str, study_name: str, sampler: optuna.samplers.BaseSampler,
+                    directions: list[str], attempts: int = 5) -> optuna.Study:
+    """Workers started together on an empty database race to create its tables and the study; the
+    loser's statement fails on what the winner just made. Trying again then simply loads it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            storage = optuna.storages.RDBStorage(
+                storage_url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=_mark_interrupted,
+            )
+            return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+                                       directions=directions, load_if_exists=True)
+        except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 class StudyMismatch(RuntimeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ ARTIFACT_KEY_TAG = "yolobench.artifact_key"
 ERROR_TAG = "yolobench.error"
 UNSTABLE_TAG = "yolobench.unstable"  # "true": inference CV stayed above measure.cv_threshold after a re-measure
 PARETO_TAG = "yolobench.pareto"
+PARENT_OF_TAG = "yolobench.parent_of"  # on a parent run: which study (storage and sweep name) it belongs to
 TRAINING_KEY_TAG = "yolobench.training_key"  # on a training run: the trained model's cache key
 TRAINING_RUN_TAG = "yolobench.training_run_id"  # on a variant: the run that trained its weights
 PARENT_TAG = "mlflow.parentRunId"
@@ -97,6 +99,18 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
+
+    def set_tag(self, run_id: str, key: str, value: str, attempts: int = 5) -> None:
+        """Set a tag another worker may be setting at the same moment (the front's tags move as each
+        worker finishes a variant): on a shared store both may insert it at once, and one insert fails."""
+        for attempt in range(attempts):
+            try:
+                self.client.set_tag(run_id, key, value)
+                return
+            except Exception:  # MlflowException wrapping the store's IntegrityError; any store
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
