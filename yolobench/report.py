@@ -1,4 +1,5 @@
-"""Reports from the store: a sweep's variants as a table, Pareto-optimal ones (latency vs mAP) marked."""
+"""Reports from the store: a sweep's variants as a table with its Pareto front (the sweep's objectives) marked,
+and the front as a plot (PNG, interactive HTML) and a table for the parent run."""
 
 from __future__ import annotations
 
