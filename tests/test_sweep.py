@@ -258,3 +258,18 @@ def test_a_data_set_that_cannot_be_had_stops_the_sweep_with_a_message(tmp_path: 
     assert "missing.yaml" in capsys.readouterr().err
     parents = all_runs(home)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"  # not left RUNNING
+
+
+def test_workers_that_start_together_settle_on_the_earliest_parent(tmp_path: Path) -> None:
+    spec = parse_spec(TINY_SWEEP)
+    first, second = Sweep(spec, SweepSettings(home=tmp_path)), Sweep(spec, SweepSettings(home=tmp_path))
+    for sweep in (first, second):
+        sweep._prepare()
+    # Both read "no parent yet" from the study and create one, before either settles.
+    created = [sweep.tracker.open_parent(sweep.experiment_id, "tiny", None, params={},
+                                         tags={tracking.PARENT_OF_TAG: sweep._study_identity()})
+               for sweep in (first, second)]
+    assert created[0] != created[1]
+    assert second._one_parent(created[1]) == created[0]  # the later one gives way, whoever settles first
+    assert first._one_parent(created[0]) == created[0]
+    assert [r.info.run_id for r in all_runs(tmp_path)] == [created[0]]

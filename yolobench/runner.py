@@ -236,18 +236,22 @@ class Sweep:
                     "objectives": ",".join(f"{o.metric}:{o.resolved_direction}" for o in self.spec.search.objectives),
                     "hv_reference": json.dumps(search.reference_point(self.spec.search.objectives)),
                     "hv_normalisation": "minimised metric / baseline's value; 1 - mAP"},
-            tags=host_fingerprint(),
+            tags={**host_fingerprint(), tracking.PARENT_OF_TAG: self._study_identity()},
         )
         parent_id = self._one_parent(parent_id)
         self.study.set_user_attr("mlflow_parent_run_id", parent_id)
         self.tracker.log_json(parent_id, self.spec.model_dump(mode="json"), "sweep.json")
         return parent_id
 
+    def _study_identity(self) -> str:
+        return hashlib.sha256(f"{self.settings.resolved_storage}#{self.spec.name}".encode()).hexdigest()[:20]
+
     def _one_parent(self, mine: str) -> str:
         """Workers that start a sweep together may each create a parent run. All of them settle on the
-        earliest one carrying this study's tag, and a worker whose own run lost deletes it."""
-        study = hashlib.sha256(f"{self.settings.resolved_storage}#{self.spec.name}".encode()).hexdigest()[:20]
-        self.tracker.set_tag(mine, tracking.PARENT_OF_TAG, study)
+        earliest one carrying this study's tag (set when the run is created, so a run is never seen
+        untagged), and a worker whose own run lost deletes it."""
+        study = self._study_identity()
+        self.tracker.set_tag(mine, tracking.PARENT_OF_TAG, study)  # a parent reopened from before the tag
         candidates = self.tracker.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{tracking.PARENT_OF_TAG}` = '{study}'", max_results=100)
         chosen = min(candidates, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
