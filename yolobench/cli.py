@@ -86,6 +86,7 @@ def _sweep(args: argparse.Namespace) -> int:
     print(
         f"\nsweep {summary.sweep}: {summary.total} variants; measured now {summary.measured}, "
         f"already done {summary.already_done}, failed {summary.failed}"
+        + (f", answered from the store {summary.reused}" if summary.reused else "")
     )
     for label, reason in summary.failures.items():
         print(f"  FAILED {label}: {reason.splitlines()[0][:300]}")

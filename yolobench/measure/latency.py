@@ -194,7 +194,7 @@ class CheckedLatency:
     @property
     def unstable(self) -> bool:
         """Still above the threshold after the re-measure: the percentiles are not to be trusted."""
-        return self.result.latency_cv > self.cv_threshold
+        return self.result.high_cv(self.cv_threshold)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -225,7 +225,7 @@ def measure_latency_checked(
         return measure_latency(infer, images, imgsz, settings, clock, conf, iou, max_det, sampler)
 
     first = attempt()
-    if first.latency_cv <= cv_threshold:
+    if not first.high_cv(cv_threshold):
         return CheckedLatency(first, 1, 1, (first.latency_cv,), cv_threshold)
     second = attempt()
     kept, index = (second, 2) if second.latency_cv < first.latency_cv else (first, 1)
