@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+TRT_BINDINGS := $(VENV)/tensorrt-bindings/.downloaded
+
 .PHONY: quickstart test test-fast setup
 
 setup: $(STAMP)
@@ -20,7 +22,14 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/yolobench sweep sweeps/quickstart.yaml
 
-test: $(STAMP)
+# TensorRT's real Python bindings (no libraries: PyPI hosts only the bindings as wheels), for the test that
+# checks the TensorRT code and its fake against the real API of TensorRT 10.3 (JetPack 6) and 11.
+$(TRT_BINDINGS): $(STAMP)
+	$(BIN)/pip download -q --no-deps --only-binary :all: -d $(VENV)/tensorrt-bindings "tensorrt-cu12-bindings==10.3.0"
+	$(BIN)/pip download -q --no-deps --only-binary :all: -d $(VENV)/tensorrt-bindings "tensorrt-cu12-bindings==11.4.0.106"
+	touch $(TRT_BINDINGS)
+
+test: $(STAMP) $(TRT_BINDINGS)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

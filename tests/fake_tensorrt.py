@@ -1,7 +1,11 @@
 """A stand-in for the `tensorrt` module, for hosts without TensorRT or a GPU: it implements only the builder
 calls yolobench makes and records every setting it receives, so tests can assert the exact configuration a
 real TensorRT would get. Two generations: TensorRT 10 (weak typing: BuilderFlag.FP16/INT8 exist) and
-TensorRT 11 (strong typing only: those flags are gone)."""
+TensorRT 11 (strong typing only: those flags are gone).
+
+Its public names are TensorRT's own (classes, methods, parameters, enum members; what it keeps for the
+tests is underscored), and test_tensorrt_bindings.py checks them against the real bindings of both
+generations, so code that runs against this fake uses only API the real module has."""
 
 from __future__ import annotations
 
@@ -53,180 +57,192 @@ def make_fake_tensorrt(version: str = "10.3.0", *, build_fails: bool = False) ->
         def log(self, severity: Severity, msg: str) -> None:
             pass
 
-    flag_names = ["DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS"]
+    # Enum members with TensorRT's own values (only those yolobench or these tests use).
+    common_flags = {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "DISABLE_TIMING_CACHE": 5, "TF32": 6,
+                    "SPARSE_WEIGHTS": 7}  # fmt: skip
     if major <= 10:
-        flag_names = ["FP16", "INT8", *flag_names, "OBEY_PRECISION_CONSTRAINTS"]
-    BuilderFlag = enum.IntEnum("BuilderFlag", {name: index for index, name in enumerate(flag_names)})
-    network_flag_names = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1} if major <= 10 else {"STRONGLY_TYPED": 1}
-    NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flag_names)
+        builder_flags = {"FP16": 0, "INT8": 1, **common_flags, "OBEY_PRECISION_CONSTRAINTS": 9}
+        network_flags = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
+    else:
+        builder_flags, network_flags = common_flags, {"STRONGLY_TYPED": 0}
+    BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags)
+    NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flags)
     MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
+    DataType = enum.Enum("DataType", {"FLOAT": 0, "HALF": 1})  # plain Enum: str() is "DataType.FLOAT", as in TensorRT
 
-    class TimingCache:
+    class ITimingCache:
         def __init__(self, data: bytes) -> None:
-            self.entries = [entry for entry in data.decode().split(";") if entry]
+            self._entries = [entry for entry in data.decode().split(";") if entry]
 
-        def combine(self, other: TimingCache, ignore_mismatch: bool) -> bool:
-            self.entries += [entry for entry in other.entries if entry not in self.entries]
+        def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            self._entries += [entry for entry in input_cache._entries if entry not in self._entries]
             return True
 
         def serialize(self) -> bytes:
-            return ";".join(self.entries).encode()
+            return ";".join(self._entries).encode()
 
-    class Tensor:
+    class ITensor:
+        name: str = ""
+        shape: tuple[int, ...] = ()
+        dtype: Any = DataType.FLOAT
+
         def __init__(self, name: str, shape: tuple[int, ...]) -> None:
-            self.name, self.shape, self.dtype = name, shape, "DataType.FLOAT"
+            self.name, self.shape = name, shape
 
-    class Network:
+    class INetworkDefinition:
         def __init__(self, flags: int) -> None:
-            self.flags = flags
-            self.inputs: list[Tensor] = []
-            self.outputs: list[Tensor] = []
+            self._flags = flags
+            self._inputs: list[ITensor] = []
+            self._outputs: list[ITensor] = []
 
         @property
         def num_inputs(self) -> int:
-            return len(self.inputs)
+            return len(self._inputs)
 
         @property
         def num_outputs(self) -> int:
-            return len(self.outputs)
+            return len(self._outputs)
 
-        def get_input(self, index: int) -> Tensor:
-            return self.inputs[index]
+        def get_input(self, index: int) -> ITensor:
+            return self._inputs[index]
 
-        def get_output(self, index: int) -> Tensor:
-            return self.outputs[index]
+        def get_output(self, index: int) -> ITensor:
+            return self._outputs[index]
 
     class OnnxParser:
         num_errors = 0
 
-        def __init__(self, network: Network, logger: ILogger) -> None:
-            self.network = network
+        def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
+            self._network = network
 
-        def parse_from_file(self, path: str) -> bool:
-            records.parsed.append(path)
-            self.network.inputs = [Tensor("images", (1, 3, 32, 32))]
-            self.network.outputs = [Tensor("output0", (1, 8, 32, 32))]
+        def parse_from_file(self, model: str) -> bool:
+            records.parsed.append(model)
+            self._network._inputs = [ITensor("images", (1, 3, 32, 32))]
+            self._network._outputs = [ITensor("output0", (1, 8, 32, 32))]
             return True
 
         def get_error(self, index: int) -> str:  # pragma: no cover - no errors
             return ""
 
-    class BuilderConfig:
+    class IBuilderConfig:
+        builder_optimization_level = 3  # TensorRT's default
+
         def __init__(self) -> None:
-            self.flags = {BuilderFlag.TF32}  # on by default, as in TensorRT
-            self.pool_limits: dict[Any, int] = {}
-            self.builder_optimization_level = 3
-            self.timing_cache: TimingCache | None = None
-            self.ignore_mismatch: bool | None = None
+            self._flags = {BuilderFlag.TF32}  # on by default, as in TensorRT
+            self._pool_limits: dict[Any, int] = {}
+            self._timing_cache: ITimingCache | None = None
+            self._ignore_mismatch: bool | None = None
 
         def set_flag(self, flag: Any) -> None:
-            self.flags.add(BuilderFlag(flag))
+            self._flags.add(BuilderFlag(flag))
 
         def clear_flag(self, flag: Any) -> None:
-            self.flags.discard(BuilderFlag(flag))
+            self._flags.discard(BuilderFlag(flag))
 
         def get_flag(self, flag: Any) -> bool:
-            return BuilderFlag(flag) in self.flags
+            return BuilderFlag(flag) in self._flags
 
-        def set_memory_pool_limit(self, pool: Any, size: int) -> None:
-            self.pool_limits[MemoryPoolType(pool)] = size
+        def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
+            self._pool_limits[MemoryPoolType(pool)] = pool_size
 
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            records.timing_caches_created_from.append(bytes(data))
-            return TimingCache(bytes(data))
+        def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
+            records.timing_caches_created_from.append(bytes(serialized_timing_cache))
+            return ITimingCache(bytes(serialized_timing_cache))
 
-        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
-            self.timing_cache, self.ignore_mismatch = cache, ignore_mismatch
+        def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            self._timing_cache, self._ignore_mismatch = cache, ignore_mismatch
             return True
 
-        def get_timing_cache(self) -> TimingCache | None:
-            return self.timing_cache
+        def get_timing_cache(self) -> ITimingCache | None:
+            return self._timing_cache
 
     class Builder:
         def __init__(self, logger: ILogger) -> None:
-            self.logger = logger
+            self._logger = logger
 
-        def create_network(self, flags: int = 0) -> Network:
+        def create_network(self, flags: int = 0) -> INetworkDefinition:
             records.network_flags.append(flags)
-            return Network(flags)
+            return INetworkDefinition(flags)
 
-        def create_builder_config(self) -> BuilderConfig:
-            return BuilderConfig()
+        def create_builder_config(self) -> IBuilderConfig:
+            return IBuilderConfig()
 
-        def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes | None:
+        def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
             snapshot = {
-                "network_flags": sorted(f.name for f in NetworkDefinitionCreationFlag if network.flags >> f.value & 1),
-                "builder_flags": sorted(flag.name for flag in config.flags),
+                "network_flags": sorted(f.name for f in NetworkDefinitionCreationFlag if network._flags >> f.value & 1),
+                "builder_flags": sorted(flag.name for flag in config._flags),
                 "builder_optimization_level": config.builder_optimization_level,
-                "pool_limits": {pool.name: size for pool, size in config.pool_limits.items()},
-                "timing_cache_set": config.timing_cache is not None,
-                "timing_cache_ignore_mismatch": config.ignore_mismatch,
+                "pool_limits": {pool.name: size for pool, size in config._pool_limits.items()},
+                "timing_cache_set": config._timing_cache is not None,
+                "timing_cache_ignore_mismatch": config._ignore_mismatch,
             }
             records.builds.append(snapshot)
-            self.logger.log(Severity.VERBOSE, "tactic timing: lots of lines nobody keeps")
+            self._logger.log(Severity.VERBOSE, "tactic timing: lots of lines nobody keeps")
             if build_fails:
-                self.logger.log(Severity.ERROR, "fake: no implementation for layer conv1")
+                self._logger.log(Severity.ERROR, "fake: no implementation for layer conv1")
                 return None
-            if BuilderFlag.SPARSE_WEIGHTS in config.flags:
-                self.logger.log(Severity.INFO, "(Sparsity) Layers eligible for sparse math: conv1, conv2")
-                self.logger.log(Severity.INFO, "(Sparsity) TRT inference plan picked sparse implementation for layers: conv2")
-            if config.timing_cache is not None:  # a build adds the timings it measured
-                config.timing_cache.entries.append(f"level{config.builder_optimization_level}-{len(records.builds)}")
+            if BuilderFlag.SPARSE_WEIGHTS in config._flags:
+                self._logger.log(Severity.INFO, "(Sparsity) Layers eligible for sparse math: conv1, conv2")
+                self._logger.log(Severity.INFO,
+                                 "(Sparsity) TRT inference plan picked sparse implementation for layers: conv2")
+            if config._timing_cache is not None:  # a build adds the timings it measured
+                config._timing_cache._entries.append(f"level{config.builder_optimization_level}-{len(records.builds)}")
             return b"fake-engine:" + json.dumps(snapshot, sort_keys=True).encode()
 
     # --- runtime side: an "engine" whose execution doubles its input, reading and writing device memory through
     # the fake CUDA of the test (device_memory: address -> array), so the data path can be checked end to end.
     TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
-    DataType = enum.IntEnum("DataType", {"FLOAT": 0, "HALF": 1})
 
-    def nptype(data_type: Any) -> type:
-        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[DataType(data_type)]
+    def nptype(trt_type: Any) -> type:
+        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[DataType(trt_type)]
 
-    class ExecutionContext:
-        def __init__(self, engine: Engine) -> None:
-            self.engine = engine
-            self.addresses: dict[str, int] = {}
+    class IExecutionContext:
+        def __init__(self, engine: ICudaEngine) -> None:
+            self._engine = engine
+            self._addresses: dict[str, int] = {}
 
-        def set_tensor_address(self, name: str, address: int) -> bool:
-            self.addresses[name] = address
+        def set_tensor_address(self, name: str, memory: int) -> bool:
+            self._addresses[name] = memory
             return True
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            memory = self.engine.device_memory
+            memory = self._engine._device_memory
             records.executions.append(stream_handle)
             memory.log.append(("execute", stream_handle))
-            memory[self.addresses["output0"]][...] = memory[self.addresses["images"]] * 2
+            memory[self._addresses["output0"]][...] = memory[self._addresses["images"]] * 2
             return True
 
-    class Engine:
-        tensors = {"images": (TensorIOMode.INPUT, (1, 3, 4, 4)), "output0": (TensorIOMode.OUTPUT, (1, 3, 4, 4))}
+    class ICudaEngine:
+        _tensors = {"images": (TensorIOMode.INPUT, (1, 3, 4, 4)), "output0": (TensorIOMode.OUTPUT, (1, 3, 4, 4))}
 
         def __init__(self, device_memory: Any) -> None:
-            self.device_memory = device_memory
+            self._device_memory = device_memory
 
         @property
         def num_io_tensors(self) -> int:
-            return len(self.tensors)
+            return len(self._tensors)
 
         def get_tensor_name(self, index: int) -> str:
-            return list(self.tensors)[index]
+            return list(self._tensors)[index]
 
         def get_tensor_mode(self, name: str) -> Any:
-            return self.tensors[name][0]
+            return self._tensors[name][0]
 
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self.tensors[name][1]
+            return self._tensors[name][1]
 
         def get_tensor_dtype(self, name: str) -> Any:
             return DataType.FLOAT
 
-        def create_execution_context(self) -> ExecutionContext:
-            return ExecutionContext(self)
+        def create_execution_context(self) -> IExecutionContext:
+            return IExecutionContext(self)
 
     module = types.SimpleNamespace(
         __version__=version, records=records, ILogger=ILogger, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
         BuilderFlag=BuilderFlag, NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag,
         MemoryPoolType=MemoryPoolType, TensorIOMode=TensorIOMode, DataType=DataType, nptype=nptype,
+        IBuilderConfig=IBuilderConfig, INetworkDefinition=INetworkDefinition, ITensor=ITensor,
+        ITimingCache=ITimingCache, ICudaEngine=ICudaEngine, IExecutionContext=IExecutionContext,
         device_memory=None,  # set by a test to its fake CUDA's memory before deserialising
     )  # fmt: skip
 
@@ -234,8 +250,8 @@ def make_fake_tensorrt(version: str = "10.3.0", *, build_fails: bool = False) ->
         def __init__(self, logger: ILogger) -> None:
             pass
 
-        def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
-            return Engine(module.device_memory) if bytes(data).startswith(b"fake-engine:") else None
+        def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
+            return ICudaEngine(module.device_memory) if bytes(serialized_engine).startswith(b"fake-engine:") else None
 
     module.Runtime = Runtime
     return module
