@@ -475,6 +475,39 @@ def _tensorrt_or_skip():
     return trt
 
 
+def test_every_cuda_call_is_one_the_real_cuda_python_takes() -> None:
+    """Without a GPU the real cuda-python still checks each call's arguments before the driver answers: every
+    call the session makes must come back as CUDA's own error (CudaError), never a TypeError or AttributeError."""
+    from yolobench.gpu import Cuda, CudaError, GpuUnavailable, cuda_runtime, stream_handle
+
+    if gpu_unavailable_reason() is None:
+        pytest.skip("a GPU is here: test_cuda_python_buffers_round_trip_and_time_with_events runs these for real")
+    try:
+        runtime = cuda_runtime()
+    except GpuUnavailable as error:
+        pytest.skip(str(error))
+    cuda, host = Cuda(runtime), np.zeros(4, np.float32)
+    stream, event = runtime.cudaStream_t(0), runtime.cudaEvent_t(0)
+    calls = {
+        "malloc": lambda: cuda.malloc(16), "free": lambda: cuda.free(0x1000),
+        "pinned_array": lambda: cuda.pinned_array((2, 2), np.float32), "free_pinned": lambda: cuda.free_pinned(0x1000),
+        "stream": cuda.stream, "destroy_stream": lambda: cuda.destroy_stream(stream),
+        "event": cuda.event, "destroy_event": lambda: cuda.destroy_event(event),
+        "record": lambda: cuda.record(event, stream), "elapsed_ms": lambda: cuda.elapsed_ms(event, event),
+        "synchronize": lambda: cuda.synchronize(stream),
+        "to_device_async": lambda: cuda.to_device_async(0x1000, host, stream),
+        "to_host_async": lambda: cuda.to_host_async(host, 0x1000, stream),
+    }  # fmt: skip
+    answered = {}
+    for name, call in calls.items():
+        with pytest.raises(CudaError) as raised:
+            call()
+        answered[name] = str(raised.value).split(" failed:")[0]
+    assert set(answered) == {name for name in vars(Cuda) if not name.startswith("_")}  # every public call tried
+    assert answered["to_device_async"] == answered["to_host_async"] == "cudaMemcpyAsync"
+    assert stream_handle(stream) == 0  # what execute_async_v3 gets: the raw handle
+
+
 @pytest.mark.gpu
 def test_cuda_python_buffers_round_trip_and_time_with_events() -> None:
     reason = gpu_unavailable_reason()
