@@ -256,13 +256,24 @@ def test_on_device_detections_survive_the_host_decode_unchanged() -> None:
     assert len(decode_yolo11(detections_as_head([], 4, imgsz))) == 0
 
 
+# TRACE lines as an RVC2 device logs them (node name apart from the payload), in the format DepthAI's docs
+# show under "Measuring operation times": only the NN's inference time counts, not the parser's or others'.
+DEVICE_TRACE = [
+    ("NeuralNetwork(1)", "NeuralNetwork inference took '12.5' ms."),
+    ("DetectionNetwork(1)", "NeuralNetwork inference took '13.5' ms."),
+    ("DetectionNetwork(1)", "DetectionParser took '3.464118' ms."),
+    ("StereoDepth(4)", "Stereo took '12.27392' ms."),
+    ("system", "EV:0,S:1,IDS:27,IDD:10,TSS:2,TSN:602001382"),
+    ("system", "Temperatures - Average: 41.2C"),
+]
+
+
 def test_device_times_are_read_from_nn_trace_lines_only() -> None:
     times = DeviceTimes()
-    times(SimpleNamespace(nodeIdName="NeuralNetwork(1)", payload="inference took 12.5 ms"))
-    times(SimpleNamespace(nodeIdName="NeuralNetwork(1)", payload="inference took 13.5ms"))
-    times(SimpleNamespace(nodeIdName="system", payload="Temperatures - Average: 41.2C"))
-    assert times.metrics()["device_inference_ms_p50"] == pytest.approx(13.0)
+    for node, payload in DEVICE_TRACE:
+        times(SimpleNamespace(nodeIdName=node, payload=payload))
     assert times.metrics()["device_inference_samples"] == 2
+    assert times.metrics()["device_inference_ms_p50"] == pytest.approx(13.0)
 
 
 def test_frames_round_trip_losslessly() -> None:

@@ -40,8 +40,9 @@ INPUT_STREAM = "yolobench_in"
 OUTPUT_STREAM = "yolobench_out"
 STRIDES = (8, 16, 32)  # YOLO11 detection levels
 DEFAULT_SHAVES = 6
-# Device log lines that report a neural network's inference time (TRACE level), e.g. "... NeuralNetwork ... 12.3ms".
-_NN_TIME = re.compile(r"(?i)(?:neuralnetwork|detectionnetwork|inference)\D*?(\d+(?:\.\d+)?)\s*ms")
+# The TRACE line the RVC2 firmware logs per inference, from the NN node or the detection node that wraps it:
+# payload "NeuralNetwork inference took '62.274784' ms." (DepthAI docs, "Measuring operation times").
+_NN_TIME = re.compile(r"NeuralNetwork inference took\s+'?(\d+(?:\.\d+)?)'?\s*ms")
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class DeviceTimes:
         self.times_ms: list[float] = []
 
     def __call__(self, message: Any) -> None:
-        match = _NN_TIME.search(f"{getattr(message, 'nodeIdName', '')} {getattr(message, 'payload', '')}")
+        match = _NN_TIME.search(str(getattr(message, "payload", "")))
         if match:
             with self._lock:
                 self.times_ms.append(float(match.group(1)))
