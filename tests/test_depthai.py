@@ -303,7 +303,7 @@ def test_real_oak_runs_both_modes(request: pytest.FixtureRequest, on_device: boo
     from yolobench.space import Variant
     from yolobench.spec import parse_spec
 
-    spec = parse_spec({**TINY_SWEEP, "runtime": {"name": "depthai"},
+    spec = parse_spec({**TINY_SWEEP, "runtime": {"name": "depthai"}, "export": {"opset": 12},
                        "axes": {"scale": ["n"], "precision": ["fp16"], "imgsz": [96], "shaves": [6],
                                 "on_device_decode": [False, True]},
                        "baseline": {"scale": "n", "precision": "fp16", "imgsz": 96, "shaves": 6,

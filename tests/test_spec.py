@@ -91,6 +91,16 @@ def test_axis_of_another_runtime_is_refused() -> None:
         parse_spec(minimal(axes=axes, baseline={"scale": "n", "precision": "fp32", "imgsz": 320, "shaves": 4}))
 
 
+def test_depthai_needs_an_opset_openvino_reads() -> None:
+    axes = {"scale": ["n"], "precision": ["fp16"], "imgsz": [320], "shaves": [6]}
+    oak = minimal(runtime={"name": "depthai"}, axes=axes, baseline={"scale": "n", "precision": "fp16", "imgsz": 320,
+                                                                    "shaves": 6})  # fmt: skip
+    for opset in (None, 17):
+        with pytest.raises(SpecError, match=f"export.opset {opset} not allowed for depthai.*allowed: 11..16"):
+            parse_spec({**oak, "export": {"opset": opset}})
+    assert parse_spec({**oak, "export": {"opset": 12}}).export.opset == 12
+
+
 def test_baseline_must_cover_every_axis() -> None:
     with pytest.raises(SpecError, match="missing \\['ort_level'\\]"):
         parse_spec(minimal(baseline={"scale": "n", "precision": "fp32", "imgsz": 320}))

@@ -188,6 +188,8 @@ class VariantBuilder:
 
         onnx = export_onnx(self.cache, self.weights(variant), int(variant["imgsz"]), self.spec.export)
         precision = variant["precision"]
+        if self.spec.runtime.name == "depthai":  # the blob compiler makes FP16 from the fp32 graph, as Luxonis does
+            return onnx
         if precision == "fp16":
             return convert_fp16(self.cache, onnx)
         if precision == "int8":

@@ -13,6 +13,10 @@ from yolobench.stages.export import ExportOptions
 from yolobench.stages.quantize import Int8Recipe
 
 Scale = Literal["n", "s", "m", "l", "x"]
+# The OpenVINO releases that still compile Myriad X blobs, and the newest ONNX opset they can read (ONNX 1.12's
+# opset 17 came after 2022.1; OpenVINO added it later).
+OPENVINO_VERSIONS = ("2021.4", "2022.1")
+OPENVINO_MAX_OPSET = 16
 Precision = Literal["fp32", "fp16", "int8"]
 OrtLevel = Literal["disable", "basic", "extended", "all"]
 RuntimeName = Literal["onnxruntime", "tensorrt", "depthai"]
@@ -40,7 +44,7 @@ class SpecError(ValueError):
 class DepthaiSpec(Strict):
     """OAK (Myriad X) settings that are not axes: how the blob is compiled and how the NN node runs."""
 
-    openvino_version: Literal["2021.4", "2022.1"] = "2022.1"
+    openvino_version: Literal[OPENVINO_VERSIONS] = "2022.1"
     converter_url: str | None = Field(
         None, description="blob conversion service; default: $YOLOBENCH_BLOBCONVERTER_URL, else Luxonis' public one")
     inference_threads: int = Field(1, ge=1, le=2, description="NN node threads; frames are sent one at a time")
@@ -359,6 +363,13 @@ class SweepSpec(Strict):
                 raise ValueError(f"axes.{name} is a range: a grid needs a list of values, or use search.mode 'pareto'")
         if self.runtime.name == "depthai" and set(axes["precision"]) != {"fp16"}:
             raise ValueError(f"axes.precision {axes['precision']} not allowed for depthai; allowed: ['fp16']")
+        opset = self.export.opset
+        if self.runtime.name == "depthai" and (opset is None or opset > OPENVINO_MAX_OPSET):
+            raise ValueError(
+                f"export.opset {opset} not allowed for depthai: the blob compiler's OpenVINO "
+                f"({'/'.join(OPENVINO_VERSIONS)}) reads ONNX up to opset {OPENVINO_MAX_OPSET} at most, and null takes "
+                f"the newest the exporter has; allowed: 11..{OPENVINO_MAX_OPSET} (Luxonis' own YOLO exports use 12)"
+            )
         return self
 
     @model_validator(mode="after")

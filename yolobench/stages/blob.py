@@ -182,12 +182,6 @@ def _shape_of(model: Any, tensor: str) -> list[int]:
     raise BuildFailed(f"shape of {tensor} unknown after shape inference")
 
 
-def _conv_weight_type(model: Any, conv_output: str) -> int:
-    node = next(n for n in model.graph.node if conv_output in n.output)
-    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
-    return weight.data_type
-
-
 def _prune(graph: Any) -> None:
     """Drop nodes, initializers and value infos no graph output depends on."""
     producer = {name: node for node in graph.node for name in node.output}
@@ -200,23 +194,9 @@ def _prune(graph: Any) -> None:
             inputs = [name for name in node.input if name]
             needed.update(inputs)
             stack += inputs
-    kept = [node for node in graph.node if id(node) in kept_ids]
-    # Topological order: the fp16 converter appends its input Casts at the end, which ORT accepts and
-    # the ONNX checker (and OpenVINO's reader) do not.
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    ordered: list[Any] = []
-    pending = kept
-    while pending:
-        runnable = [n for n in pending if all(name in ready for name in n.input)]
-        if not runnable:
-            raise BuildFailed(f"graph has a cycle or a missing input near node {pending[0].name!r}")
-        for node in runnable:
-            ready.update(node.output)
-        ordered += runnable
-        done = {id(node) for node in runnable}
-        pending = [n for n in pending if id(n) not in done]
+    kept = [node for node in graph.node if id(node) in kept_ids]  # in their order: producers first
     del graph.node[:]
-    graph.node.extend(ordered)
+    graph.node.extend(kept)
     initializers = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
@@ -244,19 +224,19 @@ def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
         _, box_channels, height, width = _shape_of(model, box_conv)
         _, num_classes, _, _ = _shape_of(model, class_conv)
         reg_max = box_channels // 4
-        dtype = _conv_weight_type(model, box_conv)
-        np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
         initializers += [
             numpy_helper.from_array(np.array([1, 4, reg_max, height * width], np.int64), f"{prefix}/dfl_shape"),
-            numpy_helper.from_array(np.arange(reg_max, dtype=np_dtype).reshape(1, reg_max, 1, 1), f"{prefix}/dfl_bins"),
+            numpy_helper.from_array(np.arange(reg_max, dtype=np.float32).reshape(reg_max, 1), f"{prefix}/dfl_bins"),
             numpy_helper.from_array(np.array([1, 4, height, width], np.int64), f"{prefix}/box_shape"),
         ]
+        # DFL: a softmax over the reg_max bins of each side, then its expectation. The bins go last, so that
+        # Softmax means the same before opset 13 (which flattens from `axis` on) as after; OAK exports use 12.
         nodes += [
             helper.make_node("Reshape", [box_conv, f"{prefix}/dfl_shape"], [f"{prefix}/dfl"], name=f"{prefix}/Reshape"),
-            helper.make_node("Transpose", [f"{prefix}/dfl"], [f"{prefix}/dfl_t"], perm=[0, 2, 1, 3],
+            helper.make_node("Transpose", [f"{prefix}/dfl"], [f"{prefix}/dfl_t"], perm=[0, 1, 3, 2],
                              name=f"{prefix}/Transpose"),
-            helper.make_node("Softmax", [f"{prefix}/dfl_t"], [f"{prefix}/dfl_p"], axis=1, name=f"{prefix}/Softmax"),
-            helper.make_node("Conv", [f"{prefix}/dfl_p", f"{prefix}/dfl_bins"], [f"{prefix}/dist"],
+            helper.make_node("Softmax", [f"{prefix}/dfl_t"], [f"{prefix}/dfl_p"], axis=3, name=f"{prefix}/Softmax"),
+            helper.make_node("MatMul", [f"{prefix}/dfl_p", f"{prefix}/dfl_bins"], [f"{prefix}/dist"],
                              name=f"{prefix}/Expectation"),
             helper.make_node("Reshape", [f"{prefix}/dist", f"{prefix}/box_shape"], [f"{prefix}/box"],
                              name=f"{prefix}/BoxReshape"),
@@ -270,11 +250,8 @@ def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
             nodes.append(helper.make_node("ReduceMax", [f"{prefix}/scores"], [f"{prefix}/conf"], axes=[1],
                                           keepdims=1, name=f"{prefix}/ReduceMax"))
         name = RVC2_OUTPUT_NAMES[index] if index < len(RVC2_OUTPUT_NAMES) else f"output{index + 1}_yolov6r2"
-        concat_out = name if dtype != TensorProto.FLOAT16 else f"{prefix}/out16"
-        nodes.append(helper.make_node("Concat", [f"{prefix}/box", f"{prefix}/conf", f"{prefix}/scores"],
-                                      [concat_out], axis=1, name=f"{prefix}/Concat"))
-        if dtype == TensorProto.FLOAT16:  # keep float32 outputs, as the precision stage does
-            nodes.append(helper.make_node("Cast", [concat_out], [name], to=TensorProto.FLOAT, name=f"{prefix}/Cast"))
+        nodes.append(helper.make_node("Concat", [f"{prefix}/box", f"{prefix}/conf", f"{prefix}/scores"], [name],
+                                      axis=1, name=f"{prefix}/Concat"))
         shape = [1, 4 + 1 + num_classes, height, width]
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         shapes.append(shape)
@@ -291,6 +268,11 @@ def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
 
 def rvc2_detection_head(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
     """The variant's ONNX with the head DepthAI's on-device YOLO decoding reads (see rewrite_rvc2_head)."""
+
+    precision = onnx_artifact.manifest.get("precision", "fp32")
+    if precision != "fp32":
+        raise BuildFailed(f"the on-device head is rewritten on the fp32 export, not a {precision} model: "
+                          "the blob compiler makes it FP16")
 
     def build(work_dir: Path) -> BuildOutput:
         output = work_dir / f"{onnx_artifact.path.stem}_rvc2head.onnx"
