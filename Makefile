@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 TRT_BINDINGS := $(VENV)/tensorrt-bindings/.downloaded
+OPENVINO_VENV := $(VENV)/openvino-check
 
 .PHONY: quickstart test test-fast setup
 
@@ -29,7 +30,14 @@ $(TRT_BINDINGS): $(STAMP)
 	$(BIN)/pip download -q --no-deps --only-binary :all: -d $(VENV)/tensorrt-bindings "tensorrt-cu12-bindings==11.4.0.106"
 	touch $(TRT_BINDINGS)
 
-test: $(STAMP) $(TRT_BINDINGS)
+# OpenVINO's Model Optimizer (openvino-dev 2024.6, the last with `mo`) for scripts/openvino_check.py, which a
+# test runs on the OAK export: in its own venv, because it pins numpy below 2.2.
+$(OPENVINO_VENV)/.installed: $(STAMP)
+	$(PYTHON) -m venv $(OPENVINO_VENV)
+	$(OPENVINO_VENV)/bin/pip install -q "openvino-dev==2024.6.0" "onnx>=1.15" onnxruntime
+	touch $@
+
+test: $(STAMP) $(TRT_BINDINGS) $(OPENVINO_VENV)/.installed
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

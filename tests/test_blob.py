@@ -1,9 +1,13 @@
 """OAK compile stage: the exact request the blob conversion service receives (checked on a local fake of
 the service, and against the request the `blobconverter` package itself sends), caching by content, and
-the YOLO11 head rewritten for on-device decoding, checked numerically against Ultralytics' own output."""
+the YOLO11 head rewritten for on-device decoding, checked numerically against Ultralytics' own output, and
+what the service would compile, converted by OpenVINO's own Model Optimizer and run on the device's frames."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +162,7 @@ def _decode_like_the_device(outputs: list[np.ndarray], imgsz: int) -> tuple[np.n
     return np.concatenate(boxes), np.concatenate(scores)
 
 
+REPO = Path(__file__).resolve().parents[1]
 OAK_AXES = {"scale": ["n"], "precision": ["fp16"], "imgsz": [96], "shaves": [6], "on_device_decode": [True]}
 
 
@@ -210,3 +215,37 @@ def test_rewritten_head_decodes_to_the_same_boxes_and_scores(seeded_home: Path, 
     np.testing.assert_allclose(boxes, reference[:4].T, atol=1e-3 * imgsz)
     np.testing.assert_allclose(scores, reference[4:].T, atol=1e-3)
     assert head.manifest["num_classes"] == num_classes and head.manifest["levels"] == 3
+
+
+OPENVINO_PYTHON = Path(sys.prefix) / "openvino-check" / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_model_optimizer_takes_the_oak_export_and_the_device_frames_give_the_host_s_outputs(seeded_home: Path) -> None:
+    """scripts/openvino_check.py on the tiny OAK export (opset 12): OpenVINO's Model Optimizer with the exact
+    parameters of the blob request, run on BGR uint8 frames, matches ONNX Runtime on RGB floats, for host and
+    on-device decoding, fp32 and FP16 weights. `make test` sets up its venv (.venv/openvino-check)."""
+    from yolobench.data.dataset import load_dataset
+    from yolobench.progress import Progress
+    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
+    from yolobench.space import Variant
+    from yolobench.spec import parse_spec
+
+    if not OPENVINO_PYTHON.exists():
+        message = f"no OpenVINO venv at {OPENVINO_PYTHON.parent.parent}; `make test` creates it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    spec = parse_spec(oak_tiny_sweep())
+    sweep = Sweep(spec, SweepSettings(home=seeded_home))
+    sweep._prepare()
+    data_yaml = resolve_data_yaml(spec, seeded_home)
+    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    model = builder.build(Variant.of(list(spec.axes.as_dict()), dict(spec.baseline)))
+
+    done = subprocess.run([str(OPENVINO_PYTHON), str(REPO / "scripts" / "openvino_check.py"), str(model.path),
+                           "--images", "4"], capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    verdicts = [line for line in done.stdout.splitlines() if "compress_to_fp16=" in line]
+    assert len(verdicts) == 4 and all(line.endswith("ok") for line in verdicts), done.stdout
