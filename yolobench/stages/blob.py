@@ -268,7 +268,6 @@ def rewrite_rvc2_head(source: Path, destination: Path) -> dict[str, Any]:
 
 def rvc2_detection_head(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
     """The variant's ONNX with the head DepthAI's on-device YOLO decoding reads (see rewrite_rvc2_head)."""
-
     precision = onnx_artifact.manifest.get("precision", "fp32")
     if precision != "fp32":
         raise BuildFailed(f"the on-device head is rewritten on the fp32 export, not a {precision} model: "
@@ -289,6 +288,7 @@ def rvc2_detection_head(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifa
 
     from yolobench.stages.ultralytics_env import versions
 
-    return cache.get_or_build(HEAD_STAGE, {"outputs": list(RVC2_OUTPUT_NAMES)}, onnx_artifact,
-                              versions(("onnx",)), build)
+    # "dfl": the DFL formulation, in the key so that heads rewritten the older way are not reused.
+    return cache.get_or_build(HEAD_STAGE, {"outputs": list(RVC2_OUTPUT_NAMES), "dfl": "bins-last-matmul"},
+                              onnx_artifact, versions(("onnx",)), build)
 
