@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,22 +29,34 @@ def _isolate_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["YOLOBENCH_TEST"] = "1"
 
 
+# The tiny sweep for an OAK: FP16 (made by the blob compiler) from an opset-12 export.
+OAK_TINY_SWEEP = {
+    **TINY_SWEEP,
+    "runtime": {"name": "depthai"},
+    "export": {"opset": 12},
+    "axes": {"scale": ["n"], "precision": ["fp16"], "imgsz": [96], "shaves": [6], "on_device_decode": [False, True]},
+    "baseline": {"scale": "n", "precision": "fp16", "imgsz": 96, "shaves": 6, "on_device_decode": False},
+}
+
+
+def variant_builder(sweep_file: dict, home: Path) -> tuple[Any, Any, Any]:
+    """(spec, prepared Sweep, VariantBuilder on its cache) for a sweep given as a dict, stored under `home`."""
+    from yolobench.data.dataset import load_dataset
+    from yolobench.progress import Progress
+    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
+    from yolobench.spec import parse_spec
+
+    spec = parse_spec(sweep_file)
+    sweep = Sweep(spec, SweepSettings(home=home))
+    sweep._prepare()
+    data_yaml = resolve_data_yaml(spec, home)
+    return spec, sweep, VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+
+
 @pytest.fixture(scope="session")
 def trained_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the tiny sweep's trained model (trained once per test session)."""
-    from yolobench.runner import Sweep, SweepSettings, resolve_data_yaml
-    from yolobench.spec import parse_spec
-
-    home = tmp_path_factory.mktemp("trained-home")
-    spec = parse_spec(TINY_SWEEP)
-    sweep = Sweep(spec, SweepSettings(home=home))
-    sweep._prepare()
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import VariantBuilder
-
-    data_yaml = resolve_data_yaml(spec, home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    _, sweep, builder = variant_builder(TINY_SWEEP, tmp_path_factory.mktemp("trained-home"))
     builder.weights(sweep.space.baseline)
     return sweep.cache.root
 

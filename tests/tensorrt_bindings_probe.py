@@ -77,7 +77,6 @@ def decisions() -> dict[str, Any]:
                 "network_flags": list(plan.network_flags),
                 "builder_flags": list(plan.builder_flags),
                 "network_bits": stage._flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags),
-                "builder_flag_values": [int(getattr(trt.BuilderFlag, flag)) for flag in plan.builder_flags],
             }
     logger = stage._recording_logger(trt)
     for severity in trt.ILogger.Severity.__members__.values():
@@ -88,7 +87,6 @@ def decisions() -> dict[str, Any]:
         "logger_is_an_ILogger": isinstance(logger, trt.ILogger),
         "logger_kept": logger.messages,
         "nptype": {name: str(trt.nptype(getattr(trt.DataType, name))) for name in ("FLOAT", "HALF")},
-        "tensor_io_input": str(trt.TensorIOMode.INPUT),
     }
 
 

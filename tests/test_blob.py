@@ -163,15 +163,6 @@ def _decode_like_the_device(outputs: list[np.ndarray], imgsz: int) -> tuple[np.n
 
 
 REPO = Path(__file__).resolve().parents[1]
-OAK_AXES = {"scale": ["n"], "precision": ["fp16"], "imgsz": [96], "shaves": [6], "on_device_decode": [True]}
-
-
-def oak_tiny_sweep() -> dict:
-    """The tiny test sweep for the OAK: FP16 (made by the blob compiler) from an opset-12 export."""
-    from tests.conftest import TINY_SWEEP
-
-    return {**TINY_SWEEP, "runtime": {"name": "depthai"}, "export": {"opset": 12}, "axes": OAK_AXES,
-            "baseline": {axis: values[0] for axis, values in OAK_AXES.items()}}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -179,22 +170,12 @@ def oak_tiny_sweep() -> dict:
 def test_rewritten_head_decodes_to_the_same_boxes_and_scores(seeded_home: Path, runtime: str) -> None:
     import onnxruntime as ort
 
-    from tests.conftest import TINY_SWEEP
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
-    from yolobench.space import Variant
-    from yolobench.spec import parse_spec
+    from tests.conftest import OAK_TINY_SWEEP, TINY_SWEEP, variant_builder
     from yolobench.stages.blob import rvc2_detection_head
 
-    spec = parse_spec(oak_tiny_sweep() if runtime == "depthai" else TINY_SWEEP)
-    sweep = Sweep(spec, SweepSettings(home=seeded_home))
-    sweep._prepare()
-    data_yaml = resolve_data_yaml(spec, seeded_home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    _, sweep, builder = variant_builder(OAK_TINY_SWEEP if runtime == "depthai" else TINY_SWEEP, seeded_home)
     imgsz = 96
-    axes = spec.axes.as_dict()
-    model = builder.build(Variant.of(list(axes), {**spec.baseline, "precision": axes["precision"][0]}))
+    model = builder.build(sweep.space.baseline)  # baselines: fp16 (OAK) and fp32 (ORT), both at 96
     # The OAK's fp16 variant is the fp32 export: the blob compiler makes it FP16.
     assert model.manifest["precision"] == "fp32"
     # opset 12: Softmax before opset 13 and ReduceMax's axes attribute; >= 18: ReduceMax's axes input.
@@ -225,23 +206,15 @@ def test_model_optimizer_takes_the_oak_export_and_the_device_frames_give_the_hos
     """scripts/openvino_check.py on the tiny OAK export (opset 12): OpenVINO's Model Optimizer with the exact
     parameters of the blob request, run on BGR uint8 frames, matches ONNX Runtime on RGB floats, for host and
     on-device decoding, fp32 and FP16 weights. `make test` sets up its venv (.venv/openvino-check)."""
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
-    from yolobench.space import Variant
-    from yolobench.spec import parse_spec
+    from tests.conftest import OAK_TINY_SWEEP, variant_builder
 
     if not OPENVINO_PYTHON.exists():
         message = f"no OpenVINO venv at {OPENVINO_PYTHON.parent.parent}; `make test` creates it"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    spec = parse_spec(oak_tiny_sweep())
-    sweep = Sweep(spec, SweepSettings(home=seeded_home))
-    sweep._prepare()
-    data_yaml = resolve_data_yaml(spec, seeded_home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
-    model = builder.build(Variant.of(list(spec.axes.as_dict()), dict(spec.baseline)))
+    _, sweep, builder = variant_builder(OAK_TINY_SWEEP, seeded_home)
+    model = builder.build(sweep.space.baseline)
 
     done = subprocess.run([str(OPENVINO_PYTHON), str(REPO / "scripts" / "openvino_check.py"), str(model.path),
                            "--images", "4"], capture_output=True, text=True, timeout=600, check=False,

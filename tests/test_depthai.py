@@ -296,24 +296,11 @@ def test_real_oak_runs_both_modes(request: pytest.FixtureRequest, on_device: boo
     if not usable:
         pytest.skip(f"needs an OAK device: {reason}")
     seeded_home: Path = request.getfixturevalue("seeded_home")  # trains the tiny model: only with a device
-    from tests.conftest import TINY_SWEEP
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
+    from tests.conftest import OAK_TINY_SWEEP, variant_builder
     from yolobench.space import Variant
-    from yolobench.spec import parse_spec
 
-    spec = parse_spec({**TINY_SWEEP, "runtime": {"name": "depthai"}, "export": {"opset": 12},
-                       "axes": {"scale": ["n"], "precision": ["fp16"], "imgsz": [96], "shaves": [6],
-                                "on_device_decode": [False, True]},
-                       "baseline": {"scale": "n", "precision": "fp16", "imgsz": 96, "shaves": 6,
-                                    "on_device_decode": False}})
-    sweep = Sweep(spec, SweepSettings(home=seeded_home))
-    sweep._prepare()
-    data_yaml = resolve_data_yaml(spec, seeded_home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
-    variant = Variant.of(list(spec.axes.as_dict()), {"scale": "n", "precision": "fp16", "imgsz": 96, "shaves": 6,
-                                                     "on_device_decode": on_device})
+    spec, sweep, builder = variant_builder(OAK_TINY_SWEEP, seeded_home)
+    variant = Variant.of(list(spec.axes.as_dict()), {**spec.baseline, "on_device_decode": on_device})
     opened = runtime.open(builder.build(variant), variant, spec.runtime, seeded_home, sweep.cache)
     output = opened.session.infer(np.zeros((1, 3, 96, 96), np.float32))
     assert output.shape[:2] == (1, 8)

@@ -154,7 +154,7 @@ def test_high_cv_is_flagged() -> None:
 
 
 def test_times_a_real_onnxruntime_model() -> None:
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 

@@ -13,7 +13,7 @@ import mlflow
 import optuna
 import pytest
 
-from tests.conftest import TINY_SWEEP
+from tests.conftest import TINY_SWEEP, variant_builder
 from yolobench import tracking
 from yolobench.runner import Sweep, SweepSettings
 from yolobench.space import Space
@@ -110,19 +110,13 @@ def test_rerun_resumes_without_duplicates(seeded_home: Path) -> None:
 
 
 def test_failing_variant_does_not_stop_the_sweep(seeded_home: Path) -> None:
-    spec = parse_spec({**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "precision": ["fp32", "fp16"], "imgsz": [64],
-                                               "ort_level": ["all"]},
-                       "baseline": {"scale": "n", "precision": "fp32", "imgsz": 64, "ort_level": "all"}})
-    sweep = Sweep(spec, SweepSettings(home=seeded_home))
-    sweep._prepare()
-    # Make the fp16 model unreadable: a variant whose artifact ONNX Runtime cannot load.
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import VariantBuilder, resolve_data_yaml
     from yolobench.space import Variant
 
-    data_yaml = resolve_data_yaml(spec, seeded_home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    spec, _, builder = variant_builder({**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "precision": ["fp32", "fp16"],
+                                                               "imgsz": [64], "ort_level": ["all"]},
+                                        "baseline": {"scale": "n", "precision": "fp32", "imgsz": 64,
+                                                     "ort_level": "all"}}, seeded_home)  # fmt: skip
+    # Make the fp16 model unreadable: a variant whose artifact ONNX Runtime cannot load.
     fp16 = builder.build(Variant.of(["scale", "precision", "imgsz", "ort_level"],
                                     {"scale": "n", "precision": "fp16", "imgsz": 64, "ort_level": "all"}))
     fp16.path.write_bytes(b"not an onnx model")
@@ -194,15 +188,7 @@ def run_two_workers(command: list[str], seeded_home: Path, total: int) -> None:
     """Two `yolobench sweep` processes on one study: every variant measured once, by one of them."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # Build the models first, so both workers race on measuring (the part that must not be doubled).
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import VariantBuilder, resolve_data_yaml
-
-    spec = parse_spec(TINY_SWEEP)
-    sweep = Sweep(spec, SweepSettings(home=seeded_home))
-    sweep._prepare()
-    data_yaml = resolve_data_yaml(spec, seeded_home)
-    builder = VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    spec, _, builder = variant_builder(TINY_SWEEP, seeded_home)
     for variant in Space.from_spec(spec).variants():
         builder.build(variant)
 
