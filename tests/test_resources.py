@@ -1,8 +1,10 @@
 """Resource sampling: the parsers on recorded tegrastats and vcgencmd output, the summary rules, each
-source through a real file or process, and the sampler on this host's CPU and memory (psutil)."""
+source through a real file or process, and the sampler on this host's CPU and memory (psutil). Also the
+host fingerprint's library versions, which come from the same lookup as the build stages' cache keys."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 import threading
@@ -184,3 +186,25 @@ def test_absent_sources_are_skipped_silently() -> None:
         assert "ThermalZoneSource" not in names
     if not any(Path(p, "vcgencmd").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         assert "ThrottleSource" not in names
+
+
+def test_one_version_lookup_behind_every_name_it_had() -> None:
+    from yolobench import gpu, versions
+    from yolobench.measure.system import LIBRARIES, host_fingerprint, library_versions
+    from yolobench.stages import ultralytics_env
+
+    numpy_version = importlib.metadata.version("numpy")
+    assert gpu.installed_version is versions.installed_version
+    assert ultralytics_env.versions is versions.versions
+    assert versions.installed_version("not-a-distribution-x9", "numpy") == numpy_version  # the first installed one
+    assert versions.installed_version("not-a-distribution-x9") == ""
+    # Cache keys name every package asked for, 'absent' included; onnxruntime is whichever of its wheels is here.
+    found = versions.versions(("numpy", "not-a-distribution-x9", "onnxruntime"))
+    assert found["numpy"] == numpy_version and found["not-a-distribution-x9"] == "absent"
+    assert found["onnxruntime"] == versions.installed_version("onnxruntime", "onnxruntime-gpu") != ""
+    # The host fingerprint lists each wheel under its own name and leaves out what is not installed.
+    libraries = library_versions()
+    assert libraries["numpy"] == numpy_version and set(libraries) <= set(LIBRARIES)
+    for name in set(LIBRARIES) - set(libraries):
+        assert versions.installed_version(name) == ""
+    assert host_fingerprint()["version.numpy"] == numpy_version

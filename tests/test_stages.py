@@ -102,7 +102,8 @@ def _run(path: Path, imgsz: int) -> np.ndarray:
 def test_stage_modules_import_without_torch_or_ultralytics() -> None:
     code = (
         "import sys, yolobench.stages.weights, yolobench.stages.train, yolobench.stages.export, "
-        "yolobench.stages.quantize, yolobench.stages.ultralytics_env; "
+        "yolobench.stages.quantize, yolobench.stages.ultralytics_env, yolobench.stages.onnx_graph, "
+        "yolobench.stages.model_yaml, yolobench.versions; "
         "heavy = [m for m in ('torch', 'ultralytics', 'onnx', 'onnxruntime') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
@@ -167,6 +168,68 @@ def test_dataset_fingerprint_follows_content_not_location(tmp_path: Path) -> Non
     fields[1] = f"{(float(fields[1]) + 0.01) % 1:.6f}"  # move one box; the file keeps its size
     label.write_text("\n".join([" ".join(fields), *lines[1:]]) + "\n")
     assert dataset_fingerprint(moved / "data.yaml") != fingerprint
+
+
+def _handmade_dataset(root: Path) -> Path:
+    """A data set written byte for byte (no image encoder involved), so its fingerprint can be pinned."""
+    for folder in ("images/train", "images/val", "labels/train"):
+        (root / folder).mkdir(parents=True)
+    (root / "data.yaml").write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: circle\n  1: square\n"
+    )
+    (root / "images/train/a.jpg").write_bytes(b"\xff\xd8" + b"a" * 98)
+    (root / "images/train/b.png").write_bytes(b"b" * 7)
+    (root / "images/val/c.jpg").write_bytes(b"c" * 30)
+    (root / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.25 0.75 0.1 0.3\n")
+    (root / "labels/train/b.txt").write_text("")
+    return root / "data.yaml"
+
+
+def test_training_keys_are_those_stored_caches_were_built_under(tmp_path: Path) -> None:
+    """Values written by the release before the redesign: a changed fingerprint or training config would retrain
+    every stored model (and orphan its exports)."""
+    from yolobench.cache import cache_key
+    from yolobench.stages.train import train_model
+
+    data_yaml = _handmade_dataset(tmp_path / "data")
+    assert dataset_fingerprint(data_yaml) == "888b56ece0a241fafe781e76263672659c7838aed4c69a98dbcb082b0239ef60"
+
+    class KeyOnlyCache:  # computes the key train_model asks for, with pinned tool versions, and builds nothing
+        root = tmp_path / "cache"
+
+        def get_or_build(self, stage: str, config: dict, parent: Artifact | None, versions: dict, build: object) -> str:
+            assert set(versions) == {"torch", "ultralytics"}
+            return cache_key(stage, config, parent.key if parent else None, {"torch": "2.0", "ultralytics": "8.4.0"})
+
+    key_only = KeyOnlyCache()
+    key = train_model(key_only, "yolo11n.yaml", data_yaml, epochs=3, imgsz=64, batch=8, seed=2, extra={"lr0": 0.01})
+    assert key == "8f4e94b72c0721297393"
+    # A model yaml on disk counts by its content, and initial weights by their key.
+    (tmp_path / "student.yaml").write_text("nc: 2\n")
+    parent = Artifact("0123456789abcdef0123", "train", tmp_path / "best.pt", {})
+    key = train_model(key_only, str(tmp_path / "student.yaml"), data_yaml, epochs=3, imgsz=64, batch=8, seed=2,
+                      init_weights=parent, extra={"lr0": 0.01})  # fmt: skip
+    assert key == "22a8c640d41c763c260f"
+
+
+def test_onnx_graph_helpers_and_where_they_are_imported_from(tmp_path: Path) -> None:
+    import onnx
+
+    from tests.tiny_onnx import INPUT_SHAPE, write_conv_model
+    from yolobench.stages import export, onnx_graph, quantize
+
+    # Other modules import these from the stages that used to define them.
+    assert export.op_counts is onnx_graph.op_counts and export.tensor_shape is onnx_graph.tensor_shape
+    assert quantize.detection_head_nodes is onnx_graph.detection_head_nodes
+    assert quantize.constant_subgraph_nodes is onnx_graph.constant_subgraph_nodes
+    model = onnx.load(str(write_conv_model(tmp_path / "tiny.onnx", yolo_layout=True)))
+    assert onnx_graph.op_counts(model) == {"Conv": 3, "Relu": 1, "Reshape": 1, "Sigmoid": 1}
+    assert onnx_graph.tensor_shape(model.graph.input[0]) == list(INPUT_SHAPE)
+    assert onnx_graph.tensor_shape(model.graph.output[0]) == [1, 8, 1024]
+    assert onnx_graph.detection_head_nodes(model) == ["to_anchors", "scores"]
+    assert onnx_graph.constant_subgraph_nodes(model) == []
+    assert [onnx_graph.element_count(t.dims) for t in model.graph.initializer] == [8 * 3 * 3 * 3, 8 * 8, 8 * 9, 3]
+    assert onnx_graph.io_casts(model) == {"inputs": [], "outputs": []}
 
 
 def test_int8_recipe_defaults_and_forbids_unknown_fields() -> None:
@@ -374,10 +437,11 @@ def test_export_options_switch_off_what_they_say(
 @pytest.mark.slow
 def test_no_fusion_baseline_at_ort_disable_really_runs_batchnorm(built: Built, tmp_path: Path) -> None:
     """With fold_bn off, only the runtime can fold BatchNorm: level disable keeps it, basic folds it."""
+    import onnx
     import onnxruntime as ort
 
-    from yolobench.fusion import graph_op_counts
     from yolobench.stages.export import export_onnx
+    from yolobench.stages.onnx_graph import op_counts
 
     exported = export_onnx(built.cache, built.trained, 64,
                            ExportOptions(fold_bn=False, constant_folding=False, simplify=False))  # fmt: skip
@@ -388,7 +452,7 @@ def test_no_fusion_baseline_at_ort_disable_really_runs_batchnorm(built: Built, t
         options.graph_optimization_level = value
         options.optimized_model_filepath = str(tmp_path / f"{level}.onnx")
         ort.InferenceSession(str(exported.path), options, providers=["CPUExecutionProvider"])
-        counts[level] = graph_op_counts(tmp_path / f"{level}.onnx")
+        counts[level] = op_counts(onnx.load(str(tmp_path / f"{level}.onnx")))
     assert counts["disable"]["BatchNormalization"] == built.exported.manifest["batchnorm_modules_in_weights"]
     assert counts["basic"].get("BatchNormalization", 0) == 0
 

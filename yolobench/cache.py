@@ -1,6 +1,7 @@
 """Content-addressed artifact store: each build stage's output is keyed by a hash of its parent's
 key, the stage, its config and the tool versions, built once, and written atomically so a crash
-never leaves half an artifact and concurrent workers never build the same thing twice."""
+never leaves half an artifact and concurrent workers never build the same thing twice. What a killed
+build leaves (its work dir) is removed the next time the cache is opened."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,18 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KEY_LENGTH = 20  # hex characters; 80 bits is plenty against accidental collisions
+from yolobench.keys import KEY_LENGTH, cache_key  # noqa: F401  (re-exported: the cache's keys are defined in keys)
+
 MANIFEST_NAME = "manifest.json"
+# A build's work dir, `.<key>.<random>` (tempfile.mkdtemp) inside its stage's folder.
+_WORK_DIR_NAME = re.compile(r"\.([0-9a-f]{16,64})\.[a-z0-9_]+")
 
 
-def cache_key(stage: str, config: Mapping[str, Any], parent_key: str | None, versions: Mapping[str, str]) -> str:
-    """Hash of everything that decides an artifact's content."""
-    payload = json.dumps(
-        {"stage": stage, "config": config, "parent": parent_key, "versions": versions},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write `data` (str as UTF-8) to `path` through a temporary file in the same folder and os.replace, so a
+    reader, or another writer at the same time, sees the old content or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "xb") as handle:  # plain open, not mkstemp: the file gets the usual permissions
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def file_sha256(path: Path) -> str:
@@ -51,6 +62,36 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _lock_if_free(path: Path) -> Iterator[bool]:
+    """Take the lock at `path` if nobody holds it right now: True inside the block if taken, False if held."""
+    try:
+        handle = open(path, "a")
+    except OSError:  # e.g. a read-only cache: nothing can be cleaned there anyway
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = True
+        except BlockingIOError:
+            taken = False
+        try:
+            yield taken
+        finally:
+            if taken:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _work_dir_keys(stage_dir: Path) -> set[str]:
+    """Keys of the build work dirs in a stage's folder (not of its artifacts or lock files)."""
+    try:
+        entries = list(stage_dir.iterdir())
+    except OSError:
+        return set()
+    return {match[1] for path in entries if (match := _WORK_DIR_NAME.fullmatch(path.name)) and path.is_dir()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +125,26 @@ class ArtifactCache:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.builds: Counter[str] = Counter()  # stage -> builds done by this process; tests count them
+        self.remove_stale_work_dirs()
+
+    def remove_stale_work_dirs(self) -> list[Path]:
+        """Remove the work dirs of builds that died without cleaning up (kill -9, power loss); return them.
+
+        A build holds its key's lock from before it creates its work dir until after it renames or removes it,
+        so a work dir whose key's lock can be taken at once belongs to no live build. Artifacts and lock files
+        are left alone.
+        """
+        removed: list[Path] = []
+        for stage_dir in (path for path in self.root.iterdir() if path.is_dir()):
+            for key in sorted(_work_dir_keys(stage_dir)):
+                with _lock_if_free(stage_dir / f".{key}.lock") as free:
+                    if not free:
+                        continue
+                    for work_dir in stage_dir.glob(f".{key}.*"):  # listed again under the lock: none is live
+                        if _WORK_DIR_NAME.fullmatch(work_dir.name) and work_dir.is_dir():
+                            shutil.rmtree(work_dir, ignore_errors=True)
+                            removed.append(work_dir)
+        return removed
 
     def _directory(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -135,9 +196,7 @@ class ArtifactCache:
                 }
                 # The manifest is written last inside the temp dir, then the whole dir is renamed:
                 # a reader sees either nothing or a complete artifact.
-                tmp_manifest = work_dir / (MANIFEST_NAME + ".tmp")
-                tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-                os.replace(tmp_manifest, work_dir / MANIFEST_NAME)
+                write_atomically(work_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True, default=str))
                 os.replace(work_dir, self._directory(stage, key))
             except BaseException:
                 shutil.rmtree(work_dir, ignore_errors=True)

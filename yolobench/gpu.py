@@ -5,12 +5,13 @@ TensorRT session copies and times with. Everything here imports its CUDA package
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from yolobench.versions import installed_version  # noqa: F401  (re-exported: runtimes import it from here)
 
 
 class GpuUnavailable(RuntimeError):
@@ -126,16 +127,6 @@ def gpu_unavailable_reason(device: int = 0) -> str | None:
     except GpuUnavailable as error:
         return str(error)
     return None
-
-
-def installed_version(*distributions: str) -> str:
-    """The version of the first of `distributions` that is installed, or ''."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ""
 
 
 class Cuda:

@@ -4,13 +4,14 @@ different hosts are never compared blind. Tagged on every run."""
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import psutil
+
+from yolobench.versions import installed_version
 
 LIBRARIES = (
     "yolobench", "numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "mlflow", "optuna",
@@ -50,13 +51,8 @@ def _gpus() -> str | None:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    """Version per installed distribution of LIBRARIES (each wheel by its own name); missing ones are left out."""
+    return {name: version for name in LIBRARIES if (version := installed_version(name))}
 
 
 @functools.cache

@@ -11,8 +11,7 @@ from __future__ import annotations
 import inspect
 import shutil
 import warnings
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
-from yolobench.stages.ultralytics_env import ensure_prepared, versions
+from yolobench.stages.onnx_graph import element_count, op_counts, tensor_shape  # noqa: F401  (re-exported)
+from yolobench.stages.ultralytics_env import ensure_prepared
+from yolobench.versions import versions
 
 STAGE = "export"
 STRIDE = 32  # YOLO11's largest stride: Ultralytics rounds other sizes up, which would break the imgsz axis
@@ -44,16 +45,6 @@ class ExportOptions(BaseModel):
     opset: int | None = Field(None, ge=11, le=23)
 
 
-def tensor_shape(value_info: Any) -> list[int | str]:
-    """Shape of an ONNX graph input/output: ints, or the symbolic name of a dynamic axis."""
-    return [d.dim_param if d.dim_param else d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-
-def op_counts(model: Any) -> dict[str, int]:
-    """Node count per op type of an onnx.ModelProto's main graph."""
-    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
-
-
 @contextmanager
 def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterator[None]:
     """Apply `options` to the three places the Ultralytics ONNX exporter optimises, and record each call as made.
@@ -71,11 +62,31 @@ def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterato
     from ultralytics.nn import tasks
 
     originals = (torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn)
-    original_export, original_slim = originals[:2]
+    record["batchnorm_kept_by_fuse"] = 0
+
+    def keep_batchnorm(conv: Any, bn: Any) -> Any:
+        record["batchnorm_kept_by_fuse"] += 1
+        return torch.nn.Sequential(conv, bn)
+
+    torch.onnx.export = _controlled_export(torch.onnx.export, record, options)
+    onnxslim.slim = _controlled_slim(onnxslim.slim, record, options)
+    if not options.fold_bn:
+        tasks.fuse_conv_and_bn = tasks.fuse_deconv_and_bn = keep_batchnorm
+    try:
+        yield
+    finally:
+        torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn = originals
+
+
+def _controlled_export(
+    original_export: Callable[..., Any], record: dict[str, Any], options: ExportOptions
+) -> Callable[..., Any]:
+    """torch.onnx.export with constant folding as `options` ask, recording the arguments it was called with."""
+    import torch
+
     export_defaults = {
         name: parameter.default for name, parameter in inspect.signature(original_export).parameters.items()
     }
-    record["batchnorm_kept_by_fuse"] = 0
 
     def export(*args: Any, **kwargs: Any) -> Any:
         kwargs["do_constant_folding"] = options.constant_folding
@@ -94,6 +105,14 @@ def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterato
             warnings.filterwarnings("ignore", message="It is recommended that constant folding be turned off")
             return original_export(*args, **kwargs)
 
+    return export
+
+
+def _controlled_slim(
+    original_slim: Callable[..., Any], record: dict[str, Any], options: ExportOptions
+) -> Callable[..., Any]:
+    """onnxslim.slim without its Conv+BatchNorm fusions when `options.fold_bn` is off, recording what it did."""
+
     def slim(model: Any, *args: Any, **kwargs: Any) -> Any:
         if not options.fold_bn:
             kwargs["skip_fusion_patterns"] = [*(kwargs.get("skip_fusion_patterns") or []), *ONNXSLIM_BATCHNORM_FUSIONS]
@@ -107,17 +126,7 @@ def _control_exporter(record: dict[str, Any], options: ExportOptions) -> Iterato
                               "skip_fusion_patterns": list(kwargs.get("skip_fusion_patterns") or [])}  # fmt: skip
         return slimmed
 
-    def keep_batchnorm(conv: Any, bn: Any) -> Any:
-        record["batchnorm_kept_by_fuse"] += 1
-        return torch.nn.Sequential(conv, bn)
-
-    torch.onnx.export, onnxslim.slim = export, slim
-    if not options.fold_bn:
-        tasks.fuse_conv_and_bn = tasks.fuse_deconv_and_bn = keep_batchnorm
-    try:
-        yield
-    finally:
-        torch.onnx.export, onnxslim.slim, tasks.fuse_conv_and_bn, tasks.fuse_deconv_and_bn = originals
+    return slim
 
 
 def _model_facts(weights_path: Path, imgsz: int) -> dict[str, Any]:
@@ -238,15 +247,9 @@ def export_onnx(cache: ArtifactCache, weights: Artifact, imgsz: int, options: Ex
                 "not_applied": not_applied,  # what the options switched off, with the graph's evidence
                 "node_count": len(model.graph.node),
                 "op_counts": counts,
-                "initializer_elements": sum(_elements(t.dims) for t in model.graph.initializer),
+                "initializer_elements": sum(element_count(t.dims) for t in model.graph.initializer),
             },
         )
 
     return cache.get_or_build(STAGE, config, weights, versions(("torch", "ultralytics", "onnx", "onnxslim")), build)
 
-
-def _elements(dims: Any) -> int:
-    count = 1
-    for dim in dims:
-        count *= int(dim)
-    return count

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from yolobench.cache import write_atomically
+
 ARCHITECTURE = "cfg/models/11/yolo11.yaml"
 
 
@@ -26,7 +28,5 @@ def write_scaled_yaml(folder: Path, scale: str, width_multiple: float | None, de
     path = folder / name
     text = yaml.safe_dump(architecture, sort_keys=False)
     if not path.exists() or path.read_text() != text:
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(text)
-        temporary.replace(path)
+        write_atomically(path, text)
     return path

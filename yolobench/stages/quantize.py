@@ -13,8 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
-from yolobench.stages.export import op_counts, tensor_shape
-from yolobench.stages.ultralytics_env import versions
+# detection_head_nodes and constant_subgraph_nodes stay importable from here (tests and scripts do).
+from yolobench.stages.onnx_graph import (
+    constant_subgraph_nodes,
+    detection_head_nodes,
+    io_casts,
+    nodes_feeding_quantize,
+    op_counts,
+    ops_fed_by_casts,
+    tensor_shape,
+)
+from yolobench.versions import versions
 
 FP16_STAGE = "fp16"
 INT8_STAGE = "int8"
@@ -86,73 +95,6 @@ class Int8Recipe(BaseModel):
         return self
 
 
-def detection_head_nodes(model: Any) -> list[str]:
-    """Names of the detection head's decode nodes: every node downstream of a Reshape that flattens a feature map.
-
-    YOLO heads end in per-level convolutions whose (1, C, H, W) outputs are reshaped to (1, C, H*W) and
-    concatenated; what follows (DFL softmax and its fixed conv, the box decode arithmetic, the class sigmoid, the
-    output Concat) turns logits into pixels and probabilities. Found by structure, so renamed nodes do not matter.
-    """
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    flattens = [
-        node for node in model.graph.node
-        if node.op_type in ("Reshape", "Flatten") and ranks.get(node.input[0]) == 4 and ranks.get(node.output[0]) == 3
-    ]  # fmt: skip
-    found: dict[str, None] = {}
-    pending = list(flattens)
-    while pending:
-        node = pending.pop()
-        if node.name in found:
-            continue
-        found[node.name] = None
-        for output in node.output:
-            pending.extend(consumers.get(output, []))
-    order = {node.name: index for index, node in enumerate(model.graph.node)}
-    return sorted(found, key=order.__getitem__)
-
-
-def constant_subgraph_nodes(model: Any) -> list[str]:
-    """Names of nodes whose outputs do not depend on any graph input: constant arithmetic the exporter did not fold.
-
-    Quantising them only rounds constants: e.g. with constant folding off, a Resize's scales come from a Concat of
-    two Constants, and a quantised Concat turns the 2.0 upsampling factor into 1.99 (a wrong feature-map size).
-    """
-    live = {value.name for value in model.graph.input} - {tensor.name for tensor in model.graph.initializer}
-    constant: list[str] = []
-    for node in model.graph.node:  # ONNX graphs are topologically sorted
-        if any(name in live for name in node.input if name):
-            live.update(node.output)
-        else:
-            constant.append(node.name)
-    return constant
-
-
-def _float_nodes_quantized(model: Any, names: Sequence[str]) -> list[str]:
-    """Those of `names` whose output feeds a QuantizeLinear, i.e. nodes that would run in int8 after QDQ fusion."""
-    quantize_inputs = {node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
-    wanted = set(names)
-    return [n.name for n in model.graph.node if n.name in wanted and set(n.output) & quantize_inputs]
-
-
-def _io_casts(model: Any) -> dict[str, list[str]]:
-    """Cast nodes reading a graph input or writing a graph output: what keep_io_types inserted."""
-    inputs = {value.name for value in model.graph.input}
-    outputs = {value.name for value in model.graph.output}
-    casts = [node for node in model.graph.node if node.op_type == "Cast"]
-    return {
-        "inputs": sorted(node.name for node in casts if set(node.input) & inputs),
-        "outputs": sorted(node.name for node in casts if set(node.output) & outputs),
-    }
-
-
 def _check_runs(path: Path, loaded_graph: Path | None = None) -> list[int | str]:
     """Load the model in ONNX Runtime (CPU, no graph optimisation) and run a zero input; return the output shape.
 
@@ -186,7 +128,7 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         output = work_dir / f"{onnx_artifact.path.stem}_fp16.onnx"
         onnx.save(converted, str(output))
         counts = op_counts(converted)
-        io_casts = _io_casts(converted)
+        casts_at_io = io_casts(converted)
         loaded = work_dir / "ort-cpu-loaded.onnx"
         checked_shape = _check_runs(output, loaded)
         loaded_model = onnx.load(str(loaded))
@@ -198,15 +140,15 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
                 **_inherited(onnx_artifact),
                 "precision": "fp16",
                 "io_types": "float32 (keep_io_types=True)",
-                "io_casts_inserted": io_casts,
+                "io_casts_inserted": casts_at_io,
                 "casts_inserted": counts.get("Cast", 0) - casts_before,
                 # Casts inside the graph: fp16 <-> fp32 around each op left in float (the block list), paid per run.
-                "casts_inserted_inside": counts.get("Cast", 0) - casts_before - sum(len(v) for v in io_casts.values()),
+                "casts_inserted_inside": counts.get("Cast", 0) - casts_before - sum(map(len, casts_at_io.values())),
                 # ...and the ones ONNX Runtime's CPU EP adds when it loads the model, around every op it has no fp16
                 # kernel for on this host (level disable; higher levels merge some): why fp16 rarely pays on a CPU.
                 "casts_inserted_by_ort_cpu": cpu_counts.get("Cast", 0) - counts.get("Cast", 0),
                 "ort_cpu_loaded_op_counts": cpu_counts,
-                "ort_cpu_ops_run_in_fp32": _behind_casts(loaded_model),  # per op type: computed in fp32 after all
+                "ort_cpu_ops_run_in_fp32": ops_fed_by_casts(loaded_model),  # per op type: computed in fp32 after all
                 "op_block_list": list(float16.DEFAULT_OP_BLOCK_LIST),  # these stay fp32 with Casts around them
                 "node_count": len(converted.graph.node),
                 "op_counts": counts,
@@ -215,15 +157,6 @@ def convert_fp16(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifact:
         )
 
     return cache.get_or_build(FP16_STAGE, config, onnx_artifact, versions(PRECISION_VERSIONS), build)
-
-
-def _behind_casts(model: Any) -> dict[str, int]:
-    """Per op type, the nodes fed by a Cast: in a graph ORT loaded from fp16, the ones it computes in fp32."""
-    from collections import Counter
-
-    cast_outputs = {output for node in model.graph.node if node.op_type == "Cast" for output in node.output}
-    fed = Counter(node.op_type for node in model.graph.node if node.op_type != "Cast" and set(node.input) & cast_outputs)
-    return dict(sorted(fed.items()))
 
 
 class _LetterboxCalibrationReader:
@@ -266,71 +199,84 @@ def quantize_int8(
               "preprocess": "quant_pre_process(skip_optimization=True)", "constant_subgraphs": "float"}  # fmt: skip
 
     def build(work_dir: Path) -> BuildOutput:
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        source = onnx.load(str(onnx_artifact.path))
-        input_name = source.graph.input[0].name
-        imgsz = int(onnx_artifact.manifest.get("imgsz") or tensor_shape(source.graph.input[0])[-1])
-        # Shape inference only: ORT's optimiser would fuse nodes here, which belongs to the runtime's fusion axis.
-        prepared = work_dir / "preprocessed.onnx"
-        quant_pre_process(str(onnx_artifact.path), str(prepared), skip_optimization=True)
-        head = detection_head_nodes(onnx.load(str(prepared))) if recipe.keep_head_float else []
-        if recipe.keep_head_float and not head:
-            raise BuildFailed("keep_head_float: no Reshape flattening a (1, C, H, W) feature map; is this a YOLO head?")
-        constant = constant_subgraph_nodes(onnx.load(str(prepared)))
-        excluded = list(dict.fromkeys([*head, *constant, *recipe.exclude_nodes]))
-        types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-        methods = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }
-        output = work_dir / f"{onnx_artifact.path.stem}_int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(output),
-            _LetterboxCalibrationReader(images, input_name, imgsz),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(recipe.op_types),
-            per_channel=recipe.per_channel,
-            reduce_range=recipe.reduce_range,
-            activation_type=types[recipe.activation_type],
-            weight_type=types[recipe.weight_type],
-            nodes_to_exclude=excluded,
-            calibrate_method=methods[recipe.calibration_method],
-            extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True} if recipe.symmetric else None,
-        )
-        prepared.unlink()
-        for leftover in work_dir.glob("*.onnx.data"):  # calibration scratch some ORT versions leave behind
-            leftover.unlink()
-        quantized = onnx.load(str(output))
-        counts = op_counts(quantized)
-        if not counts.get("QuantizeLinear") or not counts.get("DequantizeLinear"):
-            raise BuildFailed(f"quantize_static produced no QDQ pairs (op_types={recipe.op_types})")
-        head_quantized = _float_nodes_quantized(quantized, head)
-        if head_quantized:
-            raise BuildFailed(f"keep_head_float: head nodes {head_quantized[:5]} were quantised anyway")
-        return BuildOutput(
-            filename=output.name,
-            manifest={
-                **_inherited(onnx_artifact),
-                "precision": "int8",
-                "recipe": recipe.model_dump(),
-                "head_nodes_kept_float": head,  # found by detection_head_nodes, verified unquantised
-                "constant_nodes_kept_float": constant,  # never worth quantising (see constant_subgraph_nodes)
-                "nodes_excluded": excluded,
-                "calibration_images": [p.name for p in images],
-                "calibration_imgsz": imgsz,
-                "io_types": "float32 (Q/DQ inside the graph)",
-                "node_count": len(quantized.graph.node),
-                "op_counts": counts,
-                "checked_output_shape": _check_runs(output),
-            },
-        )
+        return _quantize(onnx_artifact, images, recipe, work_dir)
 
     return cache.get_or_build(INT8_STAGE, config, onnx_artifact, versions(PRECISION_VERSIONS), build)
+
+
+def _quantize(onnx_artifact: Artifact, images: list[Path], recipe: Int8Recipe, work_dir: Path) -> BuildOutput:
+    """The int8 stage's build: prepare, pick the nodes to keep float, quantise, check the result."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = onnx.load(str(onnx_artifact.path))
+    input_name = source.graph.input[0].name
+    imgsz = int(onnx_artifact.manifest.get("imgsz") or tensor_shape(source.graph.input[0])[-1])
+    # Shape inference only: ORT's optimiser would fuse nodes here, which belongs to the runtime's fusion axis.
+    prepared = work_dir / "preprocessed.onnx"
+    quant_pre_process(str(onnx_artifact.path), str(prepared), skip_optimization=True)
+    head = detection_head_nodes(onnx.load(str(prepared))) if recipe.keep_head_float else []
+    if recipe.keep_head_float and not head:
+        raise BuildFailed("keep_head_float: no Reshape flattening a (1, C, H, W) feature map; is this a YOLO head?")
+    constant = constant_subgraph_nodes(onnx.load(str(prepared)))
+    excluded = list(dict.fromkeys([*head, *constant, *recipe.exclude_nodes]))
+    output = work_dir / f"{onnx_artifact.path.stem}_int8.onnx"
+    _quantize_static(prepared, output, _LetterboxCalibrationReader(images, input_name, imgsz), recipe, excluded)
+    prepared.unlink()
+    for leftover in work_dir.glob("*.onnx.data"):  # calibration scratch some ORT versions leave behind
+        leftover.unlink()
+    quantized = onnx.load(str(output))
+    counts = op_counts(quantized)
+    if not counts.get("QuantizeLinear") or not counts.get("DequantizeLinear"):
+        raise BuildFailed(f"quantize_static produced no QDQ pairs (op_types={recipe.op_types})")
+    head_quantized = nodes_feeding_quantize(quantized, head)
+    if head_quantized:
+        raise BuildFailed(f"keep_head_float: head nodes {head_quantized[:5]} were quantised anyway")
+    return BuildOutput(
+        filename=output.name,
+        manifest={
+            **_inherited(onnx_artifact),
+            "precision": "int8",
+            "recipe": recipe.model_dump(),
+            "head_nodes_kept_float": head,  # found by detection_head_nodes, verified unquantised
+            "constant_nodes_kept_float": constant,  # never worth quantising (see constant_subgraph_nodes)
+            "nodes_excluded": excluded,
+            "calibration_images": [p.name for p in images],
+            "calibration_imgsz": imgsz,
+            "io_types": "float32 (Q/DQ inside the graph)",
+            "node_count": len(quantized.graph.node),
+            "op_counts": counts,
+            "checked_output_shape": _check_runs(output),
+        },
+    )
+
+
+def _quantize_static(
+    prepared: Path, output: Path, reader: _LetterboxCalibrationReader, recipe: Int8Recipe, excluded: list[str]
+) -> None:
+    """ONNX Runtime's static quantiser, QDQ format, with the recipe's types, granularity and calibration."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    quantize_static(
+        str(prepared),
+        str(output),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(recipe.op_types),
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        activation_type=types[recipe.activation_type],
+        weight_type=types[recipe.weight_type],
+        nodes_to_exclude=excluded,
+        calibrate_method=methods[recipe.calibration_method],
+        extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True} if recipe.symmetric else None,
+    )
 
 
 # Facts of the exported model that stay true after a precision change, so each artifact's manifest stands alone.

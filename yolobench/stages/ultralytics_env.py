@@ -8,16 +8,15 @@ to it. Most of them are read once, when `ultralytics.utils` is imported (module 
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from yolobench.cache import write_atomically
+from yolobench.versions import versions  # noqa: F401  (re-exported: stages and blob.py import it from here)
 
 # Ultralytics keeps settings.json (and downloaded fonts) in get_user_config_dir() = $YOLO_CONFIG_DIR/Ultralytics.
 SETTINGS_SUBDIR = "Ultralytics"
@@ -87,10 +86,7 @@ def _write_settings(settings_file: Path, wanted: dict[str, Any]) -> None:
             current = {}
     if current and all(current.get(k) == v for k, v in wanted.items()):
         return
-    handle, tmp_name = tempfile.mkstemp(prefix=".settings.", dir=settings_file.parent)
-    with os.fdopen(handle, "w") as tmp:
-        json.dump({**current, **wanted}, tmp, indent=2)
-    os.replace(tmp_name, settings_file)
+    write_atomically(settings_file, json.dumps({**current, **wanted}, indent=2))
 
 
 def _install_fonts(config_dir: Path) -> None:
@@ -101,9 +97,7 @@ def _install_fonts(config_dir: Path) -> None:
     for name in _FONT_NAMES:
         target = config_dir / name
         if not target.exists() and source.is_file():
-            tmp = config_dir / f".{name}.{os.getpid()}.tmp"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            write_atomically(target, source.read_bytes())
 
 
 def _check_loaded(config_dir: Path, wanted: dict[str, Any]) -> None:
@@ -172,20 +166,3 @@ def drop_integration_callbacks(trainer: Any) -> list[str]:
         functions[:] = keep  # in place: the list may be the one being iterated
     return sorted(dropped)
 
-
-_VERSIONED_PACKAGES = ("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime")
-_DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}  # same module, either wheel
-
-
-def versions(packages: Iterable[str] = _VERSIONED_PACKAGES) -> dict[str, str]:
-    """Versions of the libraries that shape a built artifact, for cache keys (metadata only: no imports)."""
-    found: dict[str, str] = {}
-    for name in packages:
-        found[name] = "absent"
-        for distribution in _DISTRIBUTIONS.get(name, (name,)):
-            try:
-                found[name] = importlib.metadata.version(distribution)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return found
