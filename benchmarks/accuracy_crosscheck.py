@@ -39,20 +39,21 @@ def yolobench_accuracy(cache: ArtifactCache, onnx: Artifact, data_yaml: Path, im
     """yolobench's accuracy path, as a sweep runs it: the ONNX Runtime runtime (CPU, level all), then evaluate."""
     from yolobench.data.dataset import load_dataset
     from yolobench.measure.accuracy import evaluate
-    from yolobench.runtimes import get_runtime
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
+    from yolobench.runtimes import DecodeSettings, get_runtime
+    from yolobench.runtimes.options import OnnxRuntimeOptions
 
     dataset = load_dataset(data_yaml)
-    variant = Variant.of(["scale", "precision", "imgsz", "ort_level"],
-                         {"scale": "n", "precision": "fp32", "imgsz": imgsz, "ort_level": "all"})
+    runtime = get_runtime("onnxruntime")
+    axes = {"scale": "n", "precision": "fp32", "imgsz": imgsz, "ort_level": "all"}
+    options = OnnxRuntimeOptions()
     with tempfile.TemporaryDirectory() as work_dir:
-        opened = get_runtime("onnxruntime").open(onnx, variant, RuntimeSpec(), Path(work_dir), cache)
+        compiled = runtime.compile(onnx, axes, options, cache)
+        session = runtime.open(onnx, compiled, axes, options, DecodeSettings(CONF, IOU, MAX_DET), Path(work_dir))
         try:
-            return evaluate(opened.session.infer, dataset.val_images, dataset.names, imgsz,
+            return evaluate(session.infer, dataset.val_images, dataset.names, imgsz,
                             conf=CONF, iou=IOU, max_det=MAX_DET, multi_label=multi_label)
         finally:
-            opened.session.close()
+            session.close()
 
 
 def ultralytics_accuracy(onnx_path: Path, data_yaml: Path, imgsz: int) -> tuple[float, float]:

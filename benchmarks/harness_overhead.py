@@ -43,7 +43,33 @@ def bare_loop(session, input_name: str, tensors: list[np.ndarray], warmup: Laten
     return np.asarray(times) * 1000.0
 
 
-def main(argv: list[str] | None = None) -> int:
+def yolobench_session(onnx, cache, imgsz: int, ort_level: str, threads: int, work_dir: Path):
+    """yolobench's side: the ONNX Runtime runtime as a sweep compiles (nothing, on the CPU provider) and opens it."""
+    from yolobench.runtimes import DecodeSettings, get_runtime
+    from yolobench.runtimes.options import OnnxRuntimeOptions
+
+    runtime = get_runtime("onnxruntime")
+    axes = runtime.info.resolve_axes({"scale": "n", "precision": "fp32", "imgsz": imgsz, "ort_level": ort_level,
+                                      "threads": threads})
+    options = OnnxRuntimeOptions(threads=threads)
+    compiled = runtime.compile(onnx, axes, options, cache)
+    return runtime.open(onnx, compiled, axes, options, DecodeSettings(), work_dir)
+
+
+def bare_session(onnx_path: Path, ort_level: str, threads: int):
+    """The reference side: an InferenceSession of its own with the same options."""
+    import onnxruntime as ort
+
+    from yolobench.runtimes.onnxruntime_runtime import graph_optimization_level
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = graph_optimization_level(ort_level)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 0
+    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=Path("mlruns"))
     parser.add_argument("--imgsz", type=int, default=256)
@@ -53,34 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed runs per side per round")
     parser.add_argument("--seconds", type=float, default=0.3, help="and at least this long per side per round")
     parser.add_argument("--verbose", action="store_true", help="print every round")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import onnxruntime as ort
 
-    from yolobench.runtimes import get_runtime
-    from yolobench.runtimes.onnxruntime_runtime import graph_optimization_level
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
-
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     model = bench_model(args.home)
     onnx = model.onnx(args.imgsz)
     images = [cv2.imread(str(p)) for p in model.dataset.val_images[:IMAGES]]
     tensors = [to_input_tensor(image, args.imgsz)[0] for image in images]
     settings = LatencySettings(warmup_runs=3, warmup_seconds=0.0, min_runs=args.runs, min_seconds=args.seconds)
-
-    # yolobench's side: the runtime as a sweep opens it.
-    variant = Variant.of(["scale", "precision", "imgsz", "ort_level", "threads"],
-                         {"scale": "n", "precision": "fp32", "imgsz": args.imgsz, "ort_level": args.ort_level,
-                          "threads": args.threads})
     work_dir = tempfile.TemporaryDirectory()
-    opened = get_runtime("onnxruntime").open(onnx, variant, RuntimeSpec(threads=args.threads), Path(work_dir.name),
-                                             model.cache)
-    # The bare side: an InferenceSession of its own with the same options.
-    options = ort.SessionOptions()
-    options.graph_optimization_level = graph_optimization_level(args.ort_level)
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 0
-    bare = ort.InferenceSession(str(onnx.path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = yolobench_session(onnx, model.cache, args.imgsz, args.ort_level, args.threads, Path(work_dir.name))
+    bare = bare_session(onnx.path, args.ort_level, args.threads)
     input_name = bare.get_inputs()[0].name
 
     harness_ms: list[np.ndarray] = []
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
           f"threads {args.threads}, {args.rounds} rounds of >= {args.runs} runs and {args.seconds} s per side")
     for round_index in range(args.rounds):
         def harness() -> None:
-            result = measure_latency(opened.session.infer, images, args.imgsz, settings, sampler=ResourceSampler())
+            result = measure_latency(session.infer, images, args.imgsz, settings, sampler=ResourceSampler())
             harness_ms.append(result.inference_ms)
 
         def reference() -> None:
@@ -102,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print(f"  round {round_index + 1}: yolobench p50 {np.median(harness_ms[-1]):.3f} ms  "
                   f"bare p50 {np.median(bare_ms[-1]):.3f} ms  ratio {round_ratios[-1]:.3f}")
-    opened.session.close()
+    session.close()
     work_dir.cleanup()
+    return report(harness_ms, bare_ms, round_ratios)
 
+
+def report(harness_ms: list[np.ndarray], bare_ms: list[np.ndarray], round_ratios: list[float]) -> int:
     harness_p50 = float(np.median(np.concatenate(harness_ms)))
     bare_p50 = float(np.median(np.concatenate(bare_ms)))
     ratio = harness_p50 / bare_p50

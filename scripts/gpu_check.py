@@ -7,7 +7,8 @@ runtimes only (no torch, no pydantic); each part that cannot run says why in one
 
 Normally started by scripts/gpu_check.sh, which installs the runtimes first. Columns: p50 GPU compute ms is
 the engine alone (CUDA events for TensorRT; ORT's IO-binding run, host clock, for ORT); p50 e2e ms is the
-whole infer() call as the latency harness sees it: copy in + compute + copy out to host numpy.
+whole infer() call as the latency harness sees it: copy in + compute + copy out to host numpy; build s is a
+TensorRT engine's recorded build time (ORT rows note their session creation time instead).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def time_session(session: Any, tensor: np.ndarray, warmup: int, runs: int) -> tu
     output = session.infer(tensor)
     for _ in range(warmup):
         session.infer(tensor)
-    timings = getattr(session, "phase_timings", None)
+    timings = session.phase_timings  # a SessionBase: None where the session cannot split a call
     before = len(timings) if timings is not None else 0
     wall = []
     for _ in range(runs):
@@ -191,13 +192,15 @@ def ort_rows(files: dict[str, Path], tensor: np.ndarray, references: dict[str, n
         row = Row(label)
         session = None
         try:
-            session, _, row.build_s = open_ort_session(
+            session = open_ort_session(
                 files[precision], provider=provider, level=level, precision=precision, work_dir=work_dir,
                 cache_root=Path(args.cache), io_binding=True,
             )
             row.compute_ms, row.e2e_ms, output = time_session(session, tensor, args.warmup, args.runs)
             info = session.info()
-            row.notes = f"{relative_error(output, references.get(precision))}; providers {info['providers']}"
+            # Session creation is not a build (except the TensorRT EP's engines, built inside it): a note.
+            row.notes = (f"{relative_error(output, references.get(precision))}; providers {info['providers']}; "
+                         f"session open {info['session_open_s']:.2f} s")
         except Exception as error:
             row.notes = f"FAILED: {first_line(error)}"
         finally:

@@ -175,7 +175,7 @@ def test_rewritten_head_decodes_to_the_same_boxes_and_scores(seeded_home: Path, 
 
     _, sweep, builder = variant_builder(OAK_TINY_SWEEP if runtime == "depthai" else TINY_SWEEP, seeded_home)
     imgsz = 96
-    model = builder.build(sweep.space.baseline)  # baselines: fp16 (OAK) and fp32 (ORT), both at 96
+    model = builder.build(sweep.space.baseline).model  # baselines: fp16 (OAK) and fp32 (ORT), both at 96
     # The OAK's fp16 variant is the fp32 export: the blob compiler makes it FP16.
     assert model.manifest["precision"] == "fp32"
     # opset 12: Softmax before opset 13 and ReduceMax's axes attribute; >= 18: ReduceMax's axes input.
@@ -214,7 +214,7 @@ def test_model_optimizer_takes_the_oak_export_and_the_device_frames_give_the_hos
             pytest.fail(message)
         pytest.skip(message)
     _, sweep, builder = variant_builder(OAK_TINY_SWEEP, seeded_home)
-    model = builder.build(sweep.space.baseline)
+    model = builder.build(sweep.space.baseline).model
 
     done = subprocess.run([str(OPENVINO_PYTHON), str(REPO / "scripts" / "openvino_check.py"), str(model.path),
                            "--images", "4"], capture_output=True, text=True, timeout=600, check=False,

@@ -1,11 +1,14 @@
 """DepthAI runtime: the pipeline the OAK would receive, for both decoding modes, built through the
 `build_pipeline(dai, settings)` seam with a recording stand-in for the depthai module (and, where
 depthai is installed, with the real library, whose serialised pipeline is checked); the session's
-frames and result handling against a fake device; and a real-device test that needs an OAK."""
+frames and result handling against a fake device; compile (the blob, refused first without a device) and
+open (the pipeline from the host decode's thresholds) through the Runtime interface; and a real-device
+test that needs an OAK."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fake_blobconverter import fake_blobconverter
+from tests.runtime_conformance import tiny_model
+from yolobench.cache import Artifact, ArtifactCache
+from yolobench.errors import ModelMismatch, RuntimeUnavailable
 from yolobench.measure.postprocess import decode_yolo11
+from yolobench.runtimes import Availability, DecodeSettings, get_runtime
 from yolobench.runtimes.depthai_runtime import (
     INPUT_STREAM,
     OUTPUT_STREAM,
@@ -282,6 +290,111 @@ def test_frames_round_trip_losslessly() -> None:
     assert np.array_equal(tensor_to_planar_bgr(tensor), pixels[::-1])
 
 
+# --- compile and open through the Runtime interface -----------------------------------------------------
+
+
+class FakeOak(FakeDevice):
+    """A device opened on a pipeline: what the runtime sets on it besides the two queues."""
+
+    def __init__(self, pipeline: FakePipeline, answers: list[Any]) -> None:
+        super().__init__(answers)
+        self.pipeline, self.log_levels, self.log_callbacks = pipeline, [], []
+
+    def setLogLevel(self, level: str) -> None:  # noqa: N802
+        self.log_levels.append(level)
+
+    def setLogOutputLevel(self, level: str) -> None:  # noqa: N802
+        self.log_levels.append(("output", level))
+
+    def addLogCallback(self, callback: Any) -> None:  # noqa: N802
+        self.log_callbacks.append(callback)
+
+
+@pytest.fixture()
+def oak_here(monkeypatch: pytest.MonkeyPatch) -> list[FakeOak]:
+    """An OAK, as far as the runtime can tell: availability says so, and `import depthai` gives a fake module
+    whose Device records what it was opened with."""
+    from yolobench.runtimes.depthai_runtime import DepthaiRuntime
+
+    opened: list[FakeOak] = []
+
+    def device(pipeline: FakePipeline, *wanted: Any) -> FakeOak:
+        opened.append(FakeOak(pipeline, [SimpleNamespace(getFirstLayerFp16=lambda: [0.0] * 8 * 1024)]))
+        return opened[-1]
+
+    fake = SimpleNamespace(**vars(FAKE_DAI), **vars(SESSION_DAI), Device=device, DeviceInfo=str,
+                           LogLevel=SimpleNamespace(TRACE="TRACE", WARN="WARN"))
+    monkeypatch.setitem(sys.modules, "depthai", fake)
+    monkeypatch.setattr(DepthaiRuntime, "availability", lambda self: Availability(True, "a fake OAK"))
+    return opened
+
+
+def test_compile_is_refused_before_any_blob_is_made_without_a_device(tmp_path: Path) -> None:
+    runtime = get_runtime("depthai")
+    if runtime.availability().usable:
+        pytest.skip("an OAK device is attached here")
+    from yolobench.runtimes.options import DepthaiOptions
+
+    cache = ArtifactCache(tmp_path / "cache")
+    with fake_blobconverter() as service:
+        options = DepthaiOptions.model_validate({"depthai": {"converter_url": service.url}})
+        with pytest.raises(RuntimeUnavailable):
+            runtime.compile(tiny_model(cache), {"precision": "fp16", "imgsz": 32}, options, cache)
+    assert service.requests == []
+
+
+def test_compile_makes_the_blob_of_the_variant_s_shaves_as_a_cached_stage(tmp_path: Path, oak_here) -> None:
+    from yolobench.runtimes.options import DepthaiOptions
+    from yolobench.stages.blob import BLOB_STAGE
+
+    runtime = get_runtime("depthai")
+    cache = ArtifactCache(tmp_path / "cache")
+    model = tiny_model(cache)
+    with fake_blobconverter() as service:
+        options = DepthaiOptions.model_validate({"depthai": {"converter_url": service.url, "openvino_version": "2021.4"}})
+        blob = runtime.compile(model, {"precision": "fp16", "imgsz": 32}, options, cache)  # shaves: the default
+        again = runtime.compile(model, {"precision": "fp16", "imgsz": 32, "shaves": 6}, options, cache)
+        other = runtime.compile(model, {"precision": "fp16", "imgsz": 32, "shaves": 8}, options, cache)
+    assert [request.form["myriad_shaves"] for request in service.requests] == ["6", "8"]
+    assert service.requests[0].query["version"] == "2021.4"
+    assert again == blob != other and cache.lookup(BLOB_STAGE, blob.key) == blob
+    assert blob.manifest["parent"] == model.key and "build_s" in blob.manifest and blob.manifest["shaves"] == 6
+    no_classes = ArtifactCache(tmp_path / "other")
+    unnamed = tiny_model(no_classes)
+    unnamed = Artifact(unnamed.key, unnamed.stage, unnamed.path, {"precision": "fp32"})
+    with pytest.raises(ModelMismatch, match="how many classes"):
+        runtime.compile(unnamed, {"precision": "fp16", "imgsz": 32}, options, no_classes)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_open_runs_the_compiled_blob_with_the_host_decode_s_thresholds(tmp_path: Path, oak_here,
+                                                                       on_device: bool) -> None:
+    from yolobench.runtimes.options import DepthaiOptions
+
+    runtime = get_runtime("depthai")
+    cache = ArtifactCache(tmp_path / "cache")
+    model = tiny_model(cache)
+    blob = Artifact("b" * 20, "blob", tmp_path / "model_6shave.blob", {"shaves": 6, "key": "b" * 20})
+    options = DepthaiOptions.model_validate({"depthai": {"nce_per_thread": 1, "device": "1844301011B546F500"}})
+    axes = {"precision": "fp16", "imgsz": 32, "on_device_decode": on_device}
+    session = runtime.open(model, blob, axes, options, DecodeSettings(conf=0.25, iou=0.55, max_det=10), tmp_path)
+    (device,) = oak_here
+    kind = "YoloDetectionNetwork" if on_device else "NeuralNetwork"
+    network = device.pipeline.node(kind)
+    assert network.calls["setBlobPath"] == str(blob.path) and network.calls["setNumNCEPerInferenceThread"] == 1
+    if on_device:
+        assert network.calls["setConfidenceThreshold"] == 0.25 and network.calls["setIouThreshold"] == 0.55
+        assert network.calls["setNumClasses"] == 4
+    assert device.log_levels[0] == "TRACE" and len(device.log_callbacks) == 1
+    if not on_device:
+        assert session.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 8, 1024)
+    session.close()
+    session.close()  # twice: harmless
+    assert device.closed
+    with pytest.raises(ValueError, match="needs the blob its compile"):
+        runtime.open(model, None, axes, options, DecodeSettings(), tmp_path)
+
+
 # --- on a real OAK -------------------------------------------------------------------------------------
 
 
@@ -289,21 +402,21 @@ def test_frames_round_trip_losslessly() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("on_device", [False, True])
 def test_real_oak_runs_both_modes(request: pytest.FixtureRequest, on_device: bool) -> None:
-    from yolobench.runtimes import get_runtime
-
     runtime = get_runtime("depthai")
-    usable, reason = runtime.availability()
-    if not usable:
-        pytest.skip(f"needs an OAK device: {reason}")
+    availability = runtime.availability()
+    if not availability.usable:
+        pytest.skip(f"needs an OAK device: {availability.reason}")
     seeded_home: Path = request.getfixturevalue("seeded_home")  # trains the tiny model: only with a device
     from tests.conftest import OAK_TINY_SWEEP, variant_builder
-    from yolobench.space import Variant
 
     spec, sweep, builder = variant_builder(OAK_TINY_SWEEP, seeded_home)
-    variant = Variant.of(list(spec.axes.as_dict()), {**spec.baseline, "on_device_decode": on_device})
-    opened = runtime.open(builder.build(variant), variant, spec.runtime, seeded_home, sweep.cache)
-    output = opened.session.infer(np.zeros((1, 3, 96, 96), np.float32))
+    variant = sweep.space.variant_from_params({**spec.baseline, "on_device_decode": on_device})
+    model = builder.build(variant).model
+    axes = runtime.info.resolve_axes(variant.as_dict())
+    blob = runtime.compile(model, axes, spec.runtime, sweep.cache)
+    assert blob.path.suffix == ".blob" and "build_s" in blob.manifest
+    session = runtime.open(model, blob, axes, spec.runtime, DecodeSettings(), seeded_home)
+    output = session.infer(np.zeros((1, 3, 96, 96), np.float32))
     assert output.shape[:2] == (1, 8)
-    assert opened.compiled_artifact.suffix == ".blob"
-    assert "host_roundtrip_ms_p50" in opened.session.metrics()
-    opened.session.close()
+    assert "host_roundtrip_ms_p50" in session.metrics()
+    session.close()

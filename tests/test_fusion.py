@@ -1,6 +1,7 @@
 """Fusion honesty on real ONNX Runtime: which levels turn QDQ into integer kernels (and the int8_unfused tag that
-follows from the optimised graph), the int8 recipe's validation, the detection head kept in float, and the Casts an
-fp16 model costs on the CPU. A tiny YOLO-shaped graph keeps these fast; tests/test_stages.py does the real model."""
+OnnxRuntime.facts derives from the optimised graph), the int8 recipe's validation, the detection head kept in float,
+and the Casts an fp16 model costs on the CPU. A tiny YOLO-shaped graph keeps these fast; tests/test_stages.py does the
+real model."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from yolobench.cache import Artifact, ArtifactCache, BuildOutput
-from yolobench.fusion import INT8_UNFUSED_TAG, ORT_FUSIONS_TAG, ORT_LEVEL_FUSIONS, graph_op_counts, runtime_fusion
+from yolobench.runtimes import DecodeSettings, RunFacts, get_runtime
+from yolobench.runtimes.ort_fusion import ORT_LEVEL_FUSIONS, graph_op_counts, ort_fusion_facts
 from yolobench.stages.quantize import QUANTIZABLE_OP_TYPES, Int8Recipe, detection_head_nodes
+from yolobench.tracking import INT8_UNFUSED_TAG, ORT_FUSIONS_TAG, RUNTIME_FUSION_TAG
 
 IMGSZ = 32
 CHANNELS = 8
@@ -97,16 +100,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[ArtifactCache, Artif
     return cache, exported, images
 
 
-def _open(cache: ArtifactCache, model: Artifact, precision: str, level: str, work_dir: Path) -> tuple:
-    """Open through yolobench's ORT runtime, as a sweep does; return (session, ORT-optimised graph path)."""
-    from yolobench.runtimes import get_runtime
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
+def _open(model: Artifact, precision: str, level: str, work_dir: Path) -> tuple:
+    """Open through yolobench's ORT runtime, as a sweep does; return (session, what its facts() say)."""
+    from yolobench.runtimes.options import OnnxRuntimeOptions
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    variant = Variant((("precision", precision), ("imgsz", IMGSZ), ("ort_level", level)))
-    opened = get_runtime("onnxruntime").open(model, variant, RuntimeSpec(threads=1), work_dir, cache)
-    return opened.session, opened.compiled_artifact
+    runtime = get_runtime("onnxruntime")
+    axes = {"precision": precision, "imgsz": IMGSZ, "ort_level": level}
+    options = OnnxRuntimeOptions(threads=1)
+    session = runtime.open(model, None, axes, options, DecodeSettings(), work_dir)
+    return session, runtime.facts(session, model, None, axes)
 
 
 # --- the recipe ---------------------------------------------------------------------------------------------------
@@ -162,7 +165,8 @@ def test_sweep_file_sections_are_the_stage_configs() -> None:
 
 def test_export_options_change_the_variant_key() -> None:
     from tests.conftest import TINY_SWEEP
-    from yolobench.space import Space, variant_key
+    from yolobench.keys import variant_key
+    from yolobench.space import Space
     from yolobench.spec import parse_spec
 
     default, unfused = parse_spec(TINY_SWEEP), parse_spec({**TINY_SWEEP, "export": {"fold_bn": False}})
@@ -244,31 +248,49 @@ def test_int8_unfused_tag_follows_the_optimised_graph(tiny, tmp_path: Path, leve
 
     cache, exported, images = tiny
     int8 = quantize_int8(cache, exported, images, Int8Recipe(calibration_images=4))
-    session, compiled = _open(cache, int8, "int8", level, tmp_path / level)
-    assert compiled is not None and compiled.is_file()
+    session, facts = _open(int8, "int8", level, tmp_path / level)
+    compiled = session.output_path
+    assert compiled is not None and compiled.is_file() and compiled.is_relative_to(tmp_path / level)
     counts = graph_op_counts(compiled)
     assert (counts.get("QLinearConv", 0) == 0) == unfused  # what ORT really did at this level
-    params, tags = runtime_fusion("onnxruntime", "int8", level, compiled, exported.manifest)
-    assert tags[INT8_UNFUSED_TAG] == str(unfused).lower()
-    assert params["ort_qlinear_conv"] == counts.get("QLinearConv", 0)
-    assert tags[ORT_FUSIONS_TAG] == (",".join(ORT_LEVEL_FUSIONS[level]) or "none")
+    assert facts.tags[INT8_UNFUSED_TAG] == str(unfused).lower()
+    assert facts.params["ort_qlinear_conv"] == counts.get("QLinearConv", 0)
+    assert facts.tags[ORT_FUSIONS_TAG] == (",".join(ORT_LEVEL_FUSIONS[level]) or "none")
     assert ("qdq_to_integer_kernels" in ORT_LEVEL_FUSIONS[level]) != unfused  # the documented list agrees
     out = session.infer(np.zeros((1, 3, IMGSZ, IMGSZ), np.float32))
     assert out.shape == (1, 4 + CLASSES, 320) and np.isfinite(out).all()
+    assert session.info()["session_open_s"] > 0  # session creation is the session's, not a build time
 
 
 def test_fp32_runs_carry_no_int8_verdict_and_other_runtimes_say_they_always_fuse(tiny, tmp_path: Path) -> None:
     cache, exported, _ = tiny
-    _, compiled = _open(cache, exported, "fp32", "all", tmp_path)
-    params, tags = runtime_fusion("onnxruntime", "fp32", "all", compiled, {"applied_by_default": [{"name": "x"}]})
-    assert INT8_UNFUSED_TAG not in tags and tags["yolobench.export_fusions"] == "x"
-    assert params["ort_graph_nodes"] > 0
-    _, tags = runtime_fusion("tensorrt", "int8", None, None, {})
-    assert INT8_UNFUSED_TAG not in tags and "TensorRT" in tags["yolobench.runtime_fusion"]
-    assert tags["yolobench.export_fusions"] == "none"
-    # Without the optimised graph, the CPU verdict comes from the level.
-    assert runtime_fusion("onnxruntime", "int8", "basic", None, {})[1][INT8_UNFUSED_TAG] == "true"
-    assert runtime_fusion("onnxruntime", "int8", "all", None, {})[1][INT8_UNFUSED_TAG] == "false"
+    session, facts = _open(exported, "fp32", "all", tmp_path)
+    assert INT8_UNFUSED_TAG not in facts.tags and facts.params["ort_graph_nodes"] > 0
+    assert facts.params["ort_fusions"] == facts.tags[ORT_FUSIONS_TAG]
+    assert RUNTIME_FUSION_TAG not in facts.tags  # ORT's fusion is the level's, not mandatory
+    from yolobench.runtimes import runtime_info
+
+    assert runtime_info("onnxruntime").mandatory_fusion is None
+    assert "TensorRT" in runtime_info("tensorrt").mandatory_fusion
+    assert "OpenVINO" in runtime_info("depthai").mandatory_fusion
+    # A runtime with nothing of its own to say about a run says nothing (the sweep adds the mandatory fusion).
+    assert get_runtime("tensorrt").facts(session, exported, None, {"precision": "int8"}) == RunFacts()
+    # Without the optimised graph, the CPU verdict comes from the level; under the TensorRT EP there is none.
+    assert ort_fusion_facts("basic", "int8", None).tags[INT8_UNFUSED_TAG] == "true"
+    assert ort_fusion_facts("all", "int8", None).tags[INT8_UNFUSED_TAG] == "false"
+    assert INT8_UNFUSED_TAG not in ort_fusion_facts("basic", "int8", None, provider="tensorrt").tags
+
+
+def test_facts_take_only_the_session_the_runtime_opened(tiny) -> None:
+    from yolobench.runtimes import SessionBase
+
+    class Other(SessionBase):
+        def infer(self, tensor: np.ndarray) -> np.ndarray:
+            return tensor
+
+    _, exported, _ = tiny
+    with pytest.raises(TypeError, match="OrtSession"):
+        get_runtime("onnxruntime").facts(Other(), exported, None, {"ort_level": "all"})
 
 
 def test_fp16_manifest_counts_the_casts_it_costs(tiny) -> None:
@@ -316,7 +338,7 @@ def test_sweep_runs_say_what_was_fused(seeded_home: Path) -> None:
     assert "qdq_to_integer_kernels" in runs["all"].data.params["ort_fusions"]
     assert int(runs["all"].data.params["ort_qlinear_conv"]) > 0 == int(runs["disable"].data.params["ort_qlinear_conv"])
     assert int(runs["disable"].data.params["ort_batchnorm_nodes"]) > 0  # the no-fusion baseline runs BatchNorm
-    assert all(r.data.tags["yolobench.export_fusions"] == "none" for r in runs.values())
+    assert all(r.data.tags[tracking.EXPORT_FUSIONS_TAG] == "none" for r in runs.values())
 
 
 def test_symmetric_recipe_gives_zero_points_tensorrt_accepts(tiny) -> None:

@@ -71,11 +71,12 @@ def test_ort_tensorrt_cache_dir_lives_in_the_artifact_cache(tmp_path: Path) -> N
 
 
 def test_io_binding_path_matches_plain_run_and_times_each_phase(tiny_model: Path, tmp_path: Path) -> None:
-    plain, _, _ = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
-                                   cache_root=tmp_path)  # fmt: skip
-    bound, _, _ = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
-                                   cache_root=tmp_path, io_binding=True)  # fmt: skip
-    assert plain.binding_device is None and not hasattr(plain, "phase_timings")
+    plain = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                             cache_root=tmp_path)  # fmt: skip
+    bound = open_ort_session(tiny_model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                             cache_root=tmp_path, io_binding=True)  # fmt: skip
+    assert plain.binding_device is None and plain.phase_timings is None and "phase_timing" not in plain.info()
+    assert plain.output_path == tmp_path / "model.ort-all.onnx" and plain.output_path.is_file()
     assert bound.binding_device == "cpu" and bound.info()["io_binding"] == "cpu"
     rng = np.random.default_rng(0)
     for _ in range(3):  # the bound input is overwritten in place: each call must see its own tensor
@@ -97,8 +98,8 @@ def test_phase_metrics_cover_exactly_the_latency_harness_kept_timed_calls(tmp_pa
     from yolobench.measure.latency import LatencySettings, measure_latency_checked
 
     model = write_conv_model(tmp_path / "yolo_layout.onnx", yolo_layout=True)
-    session, _, _ = open_ort_session(model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
-                                     cache_root=tmp_path, io_binding=True)  # fmt: skip
+    session = open_ort_session(model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
+                               cache_root=tmp_path, io_binding=True)  # fmt: skip
     images = [np.random.default_rng(i).integers(0, 255, (48, 40, 3), np.uint8) for i in range(3)]
     session.infer(np.zeros(INPUT_SHAPE, np.float32))  # calls before the harness must not be counted
     before = phase_calls(session)
@@ -149,23 +150,93 @@ def test_timed_calls_of_the_kept_latency_attempt(kept_attempt: int, expected: in
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
-def test_runtime_spec_takes_provider_options_for_onnxruntime_only(provider: str) -> None:
-    from yolobench.spec import RuntimeSpec
+def test_provider_options_are_onnxruntime_options(provider: str) -> None:
+    from pydantic import ValidationError
 
-    spec = RuntimeSpec(name="onnxruntime", provider=provider, provider_options={"trt_fp16_enable": True, "gpu_mem_limit": 2**30})
-    assert spec.provider_options == {"trt_fp16_enable": True, "gpu_mem_limit": 2**30}
-    with pytest.raises(ValueError, match="provider_options applies to runtime 'onnxruntime' only"):
-        RuntimeSpec(name="tensorrt", provider_options={"trt_fp16_enable": True})
+    from yolobench.runtimes.options import OnnxRuntimeOptions, TensorRTOptions
+
+    options = OnnxRuntimeOptions(provider=provider, provider_options={"trt_fp16_enable": True, "gpu_mem_limit": 2**30})
+    assert options.provider_options == {"trt_fp16_enable": True, "gpu_mem_limit": 2**30}
+    with pytest.raises(ValidationError, match="provider_options"):
+        TensorRTOptions(provider_options={"trt_fp16_enable": True})
 
 
-def test_onnxruntime_reports_each_provider_with_a_reason() -> None:
+def test_the_runtime_opens_with_the_variant_s_axes_and_falls_back_to_the_options_threads(tiny_model: Path,
+                                                                                        tmp_path: Path) -> None:
+    from yolobench.cache import Artifact
+    from yolobench.runtimes import DecodeSettings, get_runtime
+    from yolobench.runtimes.options import OnnxRuntimeOptions
+
+    runtime = get_runtime("onnxruntime")
+    model = Artifact("k" * 20, "fp32", tiny_model, {"precision": "fp32"})
+    options = OnnxRuntimeOptions(threads=2, inter_op_threads=1)
+    assert runtime.compile(model, {"precision": "fp32"}, options, None) is None  # ORT takes the ONNX itself
+    session = runtime.open(model, None, {"precision": "fp32"}, options, DecodeSettings(), tmp_path)
+    info = session.info()
+    # No ort_level axis: the runtime's declared default; no threads axis: runtime.threads.
+    assert (info["ort_level"], info["threads_requested"], info["inter_op_threads"]) == ("all", 2, 1)
+    assert session.output_path == tmp_path / "model.ort-all.onnx"
+    session.close()
+    session = runtime.open(model, None, {"precision": "fp32", "ort_level": "basic", "threads": 1}, options,
+                           DecodeSettings(), tmp_path)  # fmt: skip
+    assert (session.info()["ort_level"], session.info()["threads_requested"]) == ("basic", 1)
+    session.close()
+
+
+def test_the_tensorrt_ep_s_engines_are_compiled_once_into_the_cache(tiny_model: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the TensorRT EP, compile opens the model once with the engine cache in a new cached artifact (the
+    engines TensorRT writes there), and open loads them from that artifact. The EP itself is faked: not here."""
+    from yolobench.cache import Artifact, ArtifactCache
+    from yolobench.runtimes import DecodeSettings, get_runtime, onnxruntime_runtime
+    from yolobench.runtimes.options import OnnxRuntimeOptions
+
+    opened: list[dict] = []
+
+    class Session:
+        session_open_s = 1.5
+
+        def close(self) -> None:
+            pass
+
+    def fake_open(model_path: Path, **kwargs) -> Session:
+        opened.append(kwargs)
+        (kwargs["engine_cache_dir"] / "TensorrtExecutionProvider_TRTKernel_sm90.engine").write_bytes(b"engine")
+        return Session()
+
+    monkeypatch.setattr(onnxruntime_runtime, "open_ort_session", fake_open)
+    cache = ArtifactCache(tmp_path / "cache")
+    model = Artifact("k" * 20, "fp16", tiny_model, {"precision": "fp16", "imgsz": 32})
+    options = OnnxRuntimeOptions(provider="tensorrt", provider_options={"trt_builder_optimization_level": 5})
+    runtime = get_runtime("onnxruntime")
+    engines = runtime.compile(model, {"precision": "fp16", "ort_level": "basic"}, options, cache)
+    assert engines.stage == onnxruntime_runtime.ORT_TENSORRT_STAGE and engines.manifest["parent"] == model.key
+    assert engines.manifest["engine_files"] == ["TensorrtExecutionProvider_TRTKernel_sm90.engine"]
+    assert (engines.directory / "TensorrtExecutionProvider_TRTKernel_sm90.engine").is_file()
+    assert engines.manifest["config"]["provider_options"] == {"trt_builder_optimization_level": 5}
+    assert "build_s" in engines.manifest and "onnxruntime" in engines.manifest["versions"]
+    assert (opened[0]["provider"], opened[0]["level"], opened[0]["precision"]) == ("tensorrt", "basic", "fp16")
+    assert opened[0]["cache_root"] == cache.root  # timing caches shared per GPU in the artifact cache
+    assert runtime.compile(model, {"precision": "fp16", "ort_level": "basic"}, options, cache) == engines
+    assert len(opened) == 1  # built once
+    runtime.open(model, engines, {"precision": "fp16", "ort_level": "basic"}, options, DecodeSettings(), tmp_path)
+    assert opened[1]["engine_cache_dir"] == engines.directory
+
+
+def test_the_tensorrt_ep_missing_here_is_unavailable_at_compile(tiny_model: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from yolobench.cache import Artifact, ArtifactCache
     from yolobench.runtimes import get_runtime
+    from yolobench.runtimes.options import OnnxRuntimeOptions
 
-    report = get_runtime("onnxruntime").provider_availability()
-    assert set(report) == set(PROVIDERS)
-    assert report["cpu"][0] is True
-    for _usable, reason in report.values():
-        assert reason
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT EP")
+    cache = ArtifactCache(tmp_path / "cache")
+    model = Artifact("k" * 20, "fp16", tiny_model, {"precision": "fp16"})
+    with pytest.raises(RuntimeUnavailable, match="TensorrtExecutionProvider is not available here"):
+        get_runtime("onnxruntime").compile(model, {"precision": "fp16"}, OnnxRuntimeOptions(provider="tensorrt"), cache)
+    assert not any((cache.root / "ort_tensorrt").glob("*/manifest.json"))
 
 
 # --- real GPU (skipped where absent) -------------------------------------------------------------------
@@ -179,7 +250,7 @@ def test_cuda_ep_io_binding_matches_cpu(tiny_model: Path, tmp_path: Path, level:
         pytest.skip(f"this onnxruntime has no CUDA EP (providers: {ort.get_available_providers()})")
     if reason := gpu_unavailable_reason():
         pytest.skip(f"no NVIDIA GPU here: {reason}")
-    session, _, _ = open_ort_session(tiny_model, provider="cuda", level=level, work_dir=tmp_path, cache_root=tmp_path)
+    session = open_ort_session(tiny_model, provider="cuda", level=level, work_dir=tmp_path, cache_root=tmp_path)
     assert session.binding_device == "cuda"
     info = session.info()
     assert info["providers"].startswith("CUDAExecutionProvider") and "CUDAExecutionProvider" in info["provider_options"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from yolobench.space import Space, variant_key
+from yolobench.keys import variant_key
+from yolobench.space import Space
 from yolobench.spec import SpecError, load_spec, parse_spec
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
@@ -91,14 +92,96 @@ def test_axis_of_another_runtime_is_refused() -> None:
         parse_spec(minimal(axes=axes, baseline={"scale": "n", "precision": "fp32", "imgsz": 320, "shaves": 4}))
 
 
+def oak(**overrides):
+    return minimal(**{"runtime": {"name": "depthai"},
+                      "axes": {"scale": ["n"], "precision": ["fp16"], "imgsz": [320], "shaves": [6]},
+                      "baseline": {"scale": "n", "precision": "fp16", "imgsz": 320, "shaves": 6}, **overrides})
+
+
 def test_depthai_needs_an_opset_openvino_reads() -> None:
-    axes = {"scale": ["n"], "precision": ["fp16"], "imgsz": [320], "shaves": [6]}
-    oak = minimal(runtime={"name": "depthai"}, axes=axes, baseline={"scale": "n", "precision": "fp16", "imgsz": 320,
-                                                                    "shaves": 6})  # fmt: skip
     for opset in (None, 17):
-        with pytest.raises(SpecError, match=f"export.opset {opset} not allowed for depthai.*allowed: 11..16"):
-            parse_spec({**oak, "export": {"opset": opset}})
-    assert parse_spec({**oak, "export": {"opset": 12}}).export.opset == 12
+        with pytest.raises(SpecError, match=rf"export\.opset = {opset}: not allowed for runtime 'depthai'.*"
+                                            r"allowed: 11\.\.16"):
+            parse_spec(oak(export={"opset": opset}))
+    assert parse_spec(oak(export={"opset": 12})).export.opset == 12
+
+
+def test_a_precision_the_runtime_cannot_run_is_refused() -> None:
+    spec = oak(export={"opset": 12})
+    with pytest.raises(SpecError, match=r"axes\.precision = \['fp16', 'fp32'\]: 'fp32' not allowed for runtime "
+                                        r"'depthai'; allowed: fp16"):
+        parse_spec({**spec, "axes": {**spec["axes"], "precision": ["fp16", "fp32"]}})
+
+
+def test_a_runtime_axis_value_is_refused_by_name_value_and_what_is_allowed() -> None:
+    spec = oak(export={"opset": 12})
+    with pytest.raises(SpecError) as error:
+        parse_spec({**spec, "axes": {**spec["axes"], "shaves": [6, 17], "on_device_decode": [True, "off"]}})
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith("<sweep>: axes.shaves.1 = 17: 17 is not allowed; allowed: 1, 2, 3, ")
+    assert lines[1] == "<sweep>: axes.on_device_decode.1 = 'off': 'off' is not a bool"
+    with pytest.raises(SpecError, match=r"^<sweep>: axes\.on_device_decode = 'yes': an axis needs a list of values$"):
+        parse_spec({**spec, "axes": {**spec["axes"], "on_device_decode": "yes"}})
+    with pytest.raises(SpecError, match=r"axes\.threads\.0 = -1: -1 is not allowed; it must be >= 0"):
+        parse_spec(minimal(axes={**minimal()["axes"], "threads": [-1]}))
+    with pytest.raises(SpecError, match=r"axes\.ort_level = \['all', 'all'\]: values repeat"):
+        parse_spec(minimal(axes={**minimal()["axes"], "ort_level": ["all", "all"]}))
+
+
+def test_runtime_axes_take_the_runtime_s_order_whatever_the_file_s() -> None:
+    spec = oak(export={"opset": 12})
+    spec = parse_spec({**spec, "axes": {"on_device_decode": [False], **spec["axes"]},
+                       "baseline": {**spec["baseline"], "on_device_decode": False}})
+    assert list(spec.axes.as_dict()) == ["scale", "precision", "imgsz", "shaves", "on_device_decode"]
+    assert spec.axes.shaves == [6]  # a runtime axis reads like a field
+
+
+def test_an_unknown_runtime_is_refused_with_the_registered_ones() -> None:
+    from yolobench.runtimes import registry
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(minimal(runtime={"name": "hailo8"}), "f.yaml")
+    message = str(error.value)
+    assert message.startswith("f.yaml: runtime.name = 'hailo8': unknown runtime; known runtimes: ")
+    assert all(name in message for name in registry.names())
+
+
+def test_each_runtime_takes_only_its_own_options() -> None:
+    from yolobench.runtimes.options import DepthaiOptions, OnnxRuntimeOptions, TensorRTOptions
+
+    ort = parse_spec(minimal(runtime={"name": "onnxruntime", "provider": "cuda",
+                                      "provider_options": {"gpu_mem_limit": 2**30}}))
+    assert isinstance(ort.runtime, OnnxRuntimeOptions) and ort.runtime.provider_options == {"gpu_mem_limit": 2**30}
+    assert isinstance(parse_spec(minimal()).runtime, OnnxRuntimeOptions)  # no runtime section: ONNX Runtime
+    trt = {"scale": ["n"], "precision": ["fp16"], "imgsz": [320]}
+    trt_spec = minimal(runtime={"name": "tensorrt", "trt_workspace_mb": 512}, axes=trt,
+                       baseline={"scale": "n", "precision": "fp16", "imgsz": 320})
+    assert isinstance(parse_spec(trt_spec).runtime, TensorRTOptions)
+    with pytest.raises(SpecError, match=r"runtime\.provider_options = \{'trt_fp16_enable': True\}: unknown key; "
+                                        r"allowed keys: name, cpu_affinity, trt_workspace_mb"):
+        parse_spec({**trt_spec, "runtime": {"name": "tensorrt", "provider_options": {"trt_fp16_enable": True}}})
+    with pytest.raises(SpecError, match=r"runtime\.trt_workspace_mb = 8: Input should be greater than or equal to 16"):
+        parse_spec({**trt_spec, "runtime": {"name": "tensorrt", "trt_workspace_mb": 8}})
+    with pytest.raises(SpecError, match=r"runtime\.depthai\.inference_threads = 3: .*less than or equal to 2"):
+        parse_spec(oak(runtime={"name": "depthai", "depthai": {"inference_threads": 3}}, export={"opset": 12}))
+    assert isinstance(parse_spec(oak(export={"opset": 12})).runtime, DepthaiOptions)
+    dumped = parse_spec(trt_spec).model_dump(mode="json")["runtime"]  # the named runtime's model, not the base's
+    assert dumped == {"name": "tensorrt", "cpu_affinity": None, "trt_workspace_mb": 512}
+
+
+def test_a_cross_field_error_names_the_fields_without_printing_the_file() -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec(minimal(baseline={"scale": "n", "precision": "fp32", "imgsz": 320}), "f.yaml")
+    assert str(error.value) == ("f.yaml: baseline must give one value for each axis ['imgsz', 'ort_level', "
+                                "'precision', 'scale']; missing ['ort_level']")
+    with pytest.raises(SpecError) as error:
+        parse_spec(minimal(data={"yaml": "coco128.yaml", "synthetic": {}}), "f.yaml")
+    assert str(error.value) == "f.yaml: data: give exactly one of data.yaml or data.synthetic"
+    with pytest.raises(SpecError) as error:
+        parse_spec({**minimal(axes={**minimal()["axes"], "width_multiple": [0.5]}),
+                    "baseline": {**minimal()["baseline"], "width_multiple": 0.5}}, "f.yaml")
+    assert str(error.value) == ("f.yaml: axes.width_multiple = [0.5]: changes the trained weights: it needs "
+                                "model.train, not model.weights")
 
 
 def test_baseline_must_cover_every_axis() -> None:

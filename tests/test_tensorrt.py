@@ -14,8 +14,10 @@ import pytest
 from tests.fake_tensorrt import make_fake_tensorrt
 from tests.tiny_onnx import INPUT_SHAPE, OUTPUT_SHAPE, write_conv_model
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed
+from yolobench.errors import ModelMismatch
 from yolobench.gpu import GpuIdentity, gpu_unavailable_reason
-from yolobench.runtimes import RuntimeUnavailable, get_runtime, registry
+from yolobench.runtimes import DecodeSettings, RuntimeUnavailable, get_runtime, registry
+from yolobench.runtimes.options import TensorRTOptions
 from yolobench.stages import tensorrt as trt_stage
 from yolobench.stages.tensorrt import (
     EngineSettings, TensorRTUnavailable, build_engine, builder_sparsity_report, import_tensorrt,
@@ -282,31 +284,26 @@ def test_weight_sparsity_follows_dequantize_to_int8_weights(tmp_path: Path) -> N
 
 # --- the runtime, registered and honest about what is missing ---------------------------------------
 
-def test_tensorrt_runtime_is_registered_and_open_fails_as_unavailable_without_it(tmp_path: Path) -> None:
+def test_tensorrt_runtime_is_registered_and_compile_fails_as_unavailable_without_it(tmp_path: Path) -> None:
     assert "tensorrt" in registry.names()
     runtime = get_runtime("tensorrt")
-    usable, reason = runtime.availability()
-    if usable:
+    if runtime.availability().usable:
         pytest.skip("TensorRT and a GPU are usable here; the real test below covers them")
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
-
-    variant = Variant.of(["precision", "trt_opt_level", "sparsity"], {"precision": "fp16", "trt_opt_level": 3, "sparsity": False})
+    axes = {"precision": "fp16", "trt_opt_level": 3, "sparsity": False}
+    cache = ArtifactCache(tmp_path / "cache")
     with pytest.raises(RuntimeUnavailable) as raised:
-        runtime.open(onnx_artifact(tmp_path, "fp16"), variant, RuntimeSpec(name="tensorrt"), tmp_path,
-                     ArtifactCache(tmp_path / "cache"))  # fmt: skip
+        runtime.compile(onnx_artifact(tmp_path, "fp16"), axes, TensorRTOptions(), cache)
     assert "tensorrt" in str(raised.value).lower() or "gpu" in str(raised.value).lower()
+    assert not (cache.root / trt_stage.STAGE).exists()  # nothing was built
 
 
 def test_engine_settings_come_from_the_variant_axes_and_runtime_options() -> None:
     from yolobench.runtimes.tensorrt_runtime import engine_settings
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
 
-    variant = Variant.of(["precision", "trt_opt_level", "sparsity"], {"precision": "int8", "trt_opt_level": 5, "sparsity": True})
-    assert engine_settings(variant, RuntimeSpec(name="tensorrt", trt_workspace_mb=512)) == EngineSettings("int8", 5, True, 512)
-    plain = Variant.of(["precision"], {"precision": "fp16"})
-    assert engine_settings(plain, RuntimeSpec(name="tensorrt")) == EngineSettings("fp16", 3, False, 1024)
+    axes = {"precision": "int8", "trt_opt_level": 5, "sparsity": True}
+    assert engine_settings(axes, TensorRTOptions(trt_workspace_mb=512)) == EngineSettings("int8", 5, True, 512)
+    # Axes the sweep does not vary take the runtime's declared defaults (TensorRT's own level 3, no sparsity).
+    assert engine_settings({"precision": "fp16"}, TensorRTOptions()) == EngineSettings("fp16", 3, False, 1024)
 
 
 def test_measuring_modules_import_without_pydantic_or_torch() -> None:
@@ -414,7 +411,7 @@ def test_session_copies_in_runs_and_copies_out_on_one_stream_timing_each_phase()
     second = session.infer(tensor + 1)
     np.testing.assert_array_equal(output, tensor * 2)  # the first result is a copy, not the reused buffer
     np.testing.assert_array_equal(second, (tensor + 1) * 2)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ModelMismatch, match="does not match"):
         session.infer(np.zeros((1, 3, 8, 8), np.float32))
     info = session.info()
     assert info["gpu"] == "Orin" and info["phase_timing"] == "cuda_events"
@@ -422,14 +419,14 @@ def test_session_copies_in_runs_and_copies_out_on_one_stream_timing_each_phase()
                           "output0": {"shape": [1, 3, 4, 4], "dtype": "float32"}}  # fmt: skip
     session.close()
     assert len(cuda.freed) == 4 and ("destroy_stream", FakeCuda.STREAM) in memory.log  # 2 device + 2 pinned buffers
+    session.close()  # twice: nothing more is released
+    assert len(cuda.freed) == 4
 
 
-def test_runtime_open_builds_the_variants_engine_through_the_cache_and_runs_it(
+def test_runtime_compiles_the_variants_engine_through_the_cache_and_open_runs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from yolobench.runtimes import tensorrt_runtime
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
 
     fake = make_fake_tensorrt("10.3.0")
     fake.device_memory = FakeDeviceMemory()
@@ -438,19 +435,26 @@ def test_runtime_open_builds_the_variants_engine_through_the_cache_and_runs_it(
     monkeypatch.setattr(tensorrt_runtime, "gpu_identity", lambda: ORIN)
     monkeypatch.setattr(tensorrt_runtime, "Cuda", lambda: FakeCuda(fake.device_memory))
     cache = ArtifactCache(tmp_path / "cache")
-    variant = Variant.of(["precision", "trt_opt_level", "sparsity"], {"precision": "int8", "trt_opt_level": 5, "sparsity": True})
-    opened = get_runtime("tensorrt").open(onnx_artifact(tmp_path, "int8"), variant,
-                                          RuntimeSpec(name="tensorrt", trt_workspace_mb=256), tmp_path, cache)  # fmt: skip
+    runtime = get_runtime("tensorrt")
+    model = onnx_artifact(tmp_path, "int8")
+    axes = {"precision": "int8", "trt_opt_level": 5, "sparsity": True}
+    options = TensorRTOptions(trt_workspace_mb=256)
+    engine = runtime.compile(model, axes, options, cache)
     (built,) = fake.records.builds
     assert built["builder_flags"] == ["FP16", "INT8", "SPARSE_WEIGHTS", "TF32"]
     assert built["builder_optimization_level"] == 5 and built["pool_limits"] == {"WORKSPACE": 256 * 2**20}
-    assert opened.compiled_artifact is not None and opened.compiled_artifact.is_relative_to(cache.root / "tensorrt")
-    engine_manifest = cache.lookup("tensorrt", opened.compiled_artifact.parent.name).manifest
-    assert opened.compile_s == engine_manifest["build_s"]
+    # The engine is a cached build stage of the model, with its build time in its manifest (the compile step's).
+    assert cache.lookup(trt_stage.STAGE, engine.key) == engine and engine.manifest["parent"] == model.key
+    assert engine.manifest["build_s"] >= 0 and engine.path.is_relative_to(cache.root / "tensorrt")
+    assert runtime.compile(model, axes, options, cache) == engine and len(fake.records.builds) == 1  # cached
+    session = runtime.open(model, engine, axes, options, DecodeSettings(), tmp_path)
     tensor = np.ones((1, 3, 4, 4), np.float32)
-    np.testing.assert_array_equal(opened.session.infer(tensor), tensor * 2)
-    assert opened.session.info()["builder_flags"] == ["INT8", "FP16", "SPARSE_WEIGHTS"]
-    opened.session.close()
+    np.testing.assert_array_equal(session.infer(tensor), tensor * 2)
+    assert session.info()["builder_flags"] == ["INT8", "FP16", "SPARSE_WEIGHTS"]
+    assert session.info()["engine_key"] == engine.key and session.output_path is None
+    session.close()
+    with pytest.raises(ValueError, match="needs the engine its compile"):
+        runtime.open(model, None, axes, options, DecodeSettings(), tmp_path)
 
 
 def test_session_refuses_an_engine_tensorrt_cannot_deserialise() -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from yolobench.runtimes.base import Check
 
-@dataclass(frozen=True)
-class Check:
-    what: str
-    usable: bool
-    reason: str
+__all__ = ["Check", "RuntimeStatus", "format_report", "runtime_report"]
 
 
 @dataclass(frozen=True)
@@ -21,22 +18,23 @@ class RuntimeStatus:
     details: list[Check] = field(default_factory=list)
 
 
-def runtime_report() -> list[RuntimeStatus]:
-    """Every registered runtime's availability, with its providers (ONNX Runtime) or other checks."""
-    from yolobench.runtimes import get_runtime, registry
+def runtime_status(name: str) -> RuntimeStatus:
+    """One registered runtime's availability and its own checks (providers, compilers, devices)."""
+    from yolobench.runtimes import get_runtime
 
-    report = []
-    for name in registry.names():
+    try:
         runtime = get_runtime(name)
-        usable, reason = runtime.availability()
-        details: list[Check] = []
-        if hasattr(runtime, "provider_availability"):
-            details += [Check(f"provider {provider}", ok, why)
-                        for provider, (ok, why) in runtime.provider_availability().items()]
-        if hasattr(runtime, "checks"):
-            details += [Check(what, ok, why) for what, ok, why in runtime.checks()]
-        report.append(RuntimeStatus(name, usable, reason, details))
-    return report
+    except ImportError as error:  # a plug-in whose implementation does not import here
+        return RuntimeStatus(name, False, f"its implementation does not import: {error}")
+    availability = runtime.availability()
+    return RuntimeStatus(name, availability.usable, availability.reason, list(runtime.checks()))
+
+
+def runtime_report() -> list[RuntimeStatus]:
+    """Every registered runtime's status, built-ins and plug-ins alike."""
+    from yolobench.runtimes import registry
+
+    return [runtime_status(name) for name in registry.names()]
 
 
 def format_report(report: list[RuntimeStatus], fingerprint: dict[str, str]) -> list[str]:

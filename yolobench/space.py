@@ -3,30 +3,32 @@ value (axis name -> str/int/bool) so that it can be an Optuna trial's params and
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from yolobench.runtimes import RuntimeInfo, runtime_info
 from yolobench.spec import FloatRange, SweepSpec
 
 AxisValue = str | int | float | bool
 AxisValues = list[AxisValue] | FloatRange
+# How the common axes show in a label; a runtime's axes show as their AxisInfo says.
 LABEL_PREFIXES = {"width_multiple": "w", "depth_multiple": "d", "teacher": "teacher-"}
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One point of the space; axes in build order."""
+    """One point of the space; axes in build order. `runtime` (not part of the value: two variants with the
+    same axes are equal) says how the runtime's own axes show in the label."""
 
     values: tuple[tuple[str, AxisValue], ...]
+    runtime: RuntimeInfo | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, axis_order: list[str], values: Mapping[str, AxisValue]) -> Variant:
-        return cls(tuple((name, values[name]) for name in axis_order))
+    def of(cls, axis_order: list[str], values: Mapping[str, AxisValue], runtime: RuntimeInfo | None = None) -> Variant:
+        return cls(tuple((name, values[name]) for name in axis_order), runtime)
 
     def __getitem__(self, axis: str) -> AxisValue:
         return dict(self.values)[axis]
@@ -40,18 +42,18 @@ class Variant:
     @property
     def label(self) -> str:
         """Short human name, e.g. `n-fp16-320-all`."""
-        parts = []
-        for name, value in self.values:
-            if isinstance(value, bool):
-                parts.append(f"{name}" if value else f"no_{name}")
-            elif name in LABEL_PREFIXES:
-                shown = Path(str(value)).stem if name == "teacher" else f"{value:g}" if isinstance(value, float) else value
-                parts.append(f"{LABEL_PREFIXES[name]}{shown}")
-            elif name in {"threads", "shaves", "trt_opt_level"}:
-                parts.append(f"{name}{value}")
-            else:
-                parts.append(str(value))
-        return "-".join(parts)
+        return "-".join(self._label_part(name, value) for name, value in self.values)
+
+    def _label_part(self, name: str, value: AxisValue) -> str:
+        axis = self.runtime.axis(name) if self.runtime is not None else None
+        if axis is not None:
+            return axis.format_label(value)
+        if isinstance(value, bool):
+            return name if value else f"no_{name}"
+        if name in LABEL_PREFIXES:
+            shown = Path(str(value)).stem if name == "teacher" else f"{value:g}" if isinstance(value, float) else value
+            return f"{LABEL_PREFIXES[name]}{shown}"
+        return str(value)
 
     def matches(self, partial: Mapping[str, Any]) -> bool:
         mine = self.as_dict()
@@ -63,14 +65,17 @@ class Space:
     axes: dict[str, AxisValues]
     excluded: tuple[Mapping[str, Any], ...]
     baseline: Variant
+    runtime: RuntimeInfo | None = None  # the sweep's runtime: how its axes show in labels
 
     @classmethod
     def from_spec(cls, spec: SweepSpec) -> Space:
         axes = spec.axes.as_dict()
+        runtime = runtime_info(spec.runtime.name)
         return cls(
             axes=axes,
             excluded=tuple(spec.exclude),
-            baseline=Variant.of(list(axes), spec.baseline),
+            baseline=Variant.of(list(axes), spec.baseline, runtime),
+            runtime=runtime,
         )
 
     @property
@@ -86,7 +91,7 @@ class Space:
         if not self.is_finite:
             raise ValueError("a space with a continuous axis cannot be enumerated")
         for combination in itertools.product(*self.axes.values()):
-            variant = Variant(tuple(zip(self.axes, combination)))
+            variant = Variant(tuple(zip(self.axes, combination)), self.runtime)
             if not self.is_excluded(variant):
                 yield variant
 
@@ -98,30 +103,4 @@ class Space:
         return sum(1 for _ in self.variants()) if self.is_finite else None
 
     def variant_from_params(self, params: Mapping[str, Any]) -> Variant:
-        return Variant.of(self.axis_names, params)
-
-
-def variant_key(spec: SweepSpec, variant: Variant) -> str:
-    """Identity of a measured variant: what is built (model, data) and how it is run. Computable
-    before building, so a resumed sweep knows what it has done without touching the cache.
-
-    What is built counts in full, defaults included: a new default recipe is a new model. How it is
-    measured counts by the settings that differ from their defaults, so that a newer yolobench that
-    adds a measurement setting does not make every finished variant look new."""
-
-    def built(section: Any) -> dict[str, Any]:
-        return section.model_dump(mode="json")
-
-    def measured(section: Any) -> dict[str, Any]:
-        return section.model_dump(mode="json", exclude_defaults=True)
-
-    identity = {
-        "model": built(spec.model),
-        "data": built(spec.data),
-        "export": built(spec.export),
-        "int8": built(spec.int8) if variant.get("precision") == "int8" else None,
-        "runtime": measured(spec.runtime),
-        "measure": measured(spec.measure),
-        "variant": variant.as_dict(),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+        return Variant.of(self.axis_names, params, self.runtime)

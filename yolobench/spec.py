@@ -3,30 +3,26 @@ one message naming the field, the value and what is allowed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from yolobench.runtimes import RuntimeInfo, load_attribute, registry, runtime_info
+from yolobench.runtimes.options import RuntimeOptions
 from yolobench.stages.export import ExportOptions
 from yolobench.stages.quantize import Int8Recipe
 
 Scale = Literal["n", "s", "m", "l", "x"]
-# The OpenVINO releases that still compile Myriad X blobs, and the newest ONNX opset they can read (ONNX 1.12's
-# opset 17 came after 2022.1; OpenVINO added it later).
-OPENVINO_VERSIONS = ("2021.4", "2022.1")
-OPENVINO_MAX_OPSET = 16
 Precision = Literal["fp32", "fp16", "int8"]
-OrtLevel = Literal["disable", "basic", "extended", "all"]
-RuntimeName = Literal["onnxruntime", "tensorrt", "depthai"]
-
-# Which axes belong to which runtime: hardware is data, checked here once.
-RUNTIME_AXES: dict[str, set[str]] = {
-    "onnxruntime": {"ort_level", "threads"},
-    "tensorrt": {"trt_opt_level", "sparsity"},
-    "depthai": {"shaves", "on_device_decode"},
-}
+# The runtime a sweep file without `runtime.name` runs on.
+DEFAULT_RUNTIME = "onnxruntime"
+# Axes every runtime has (the rest come from the runtime's RuntimeInfo.axes).
 COMMON_AXES = ("scale", "precision", "imgsz")
 # Axes that change the trained weights: they need `model.train` and are where Pareto mode pays off.
 TRAINING_AXES = ("width_multiple", "depth_multiple", "teacher")
@@ -41,56 +37,38 @@ class SpecError(ValueError):
     """A sweep file that cannot be used; the message is meant for the user as it is."""
 
 
-class DepthaiSpec(Strict):
-    """OAK (Myriad X) settings that are not axes: how the blob is compiled and how the NN node runs."""
+def field_errors(problems: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
+    """One ValidationError holding a (location, value, message) per problem; raised inside a validator, pydantic
+    puts the validated field's own location in front, so each message comes out as `field = value: message`."""
+    return ValidationError.from_exception_data("SweepSpec", [
+        InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": message}),
+                         loc=location, input=value)
+        for location, value, message in problems
+    ])
 
-    openvino_version: Literal[OPENVINO_VERSIONS] = "2022.1"
-    converter_url: str | None = Field(
-        None, description="blob conversion service; default: $YOLOBENCH_BLOBCONVERTER_URL, else Luxonis' public one")
-    inference_threads: int = Field(1, ge=1, le=2, description="NN node threads; frames are sent one at a time")
-    nce_per_thread: int = Field(0, ge=0, le=2, description="neural compute engines per thread; 0 = DepthAI decides")
-    device: str | None = Field(None, description="MX id, IP or name of the OAK to use; default: the first found")
+
+def runtime_options_model(name: str) -> type[RuntimeOptions]:
+    """The pydantic model of the `runtime:` section for runtime `name` (its RuntimeInfo.options_model)."""
+    path = runtime_info(name).options_model
+    model = load_attribute(path)
+    if not (isinstance(model, type) and issubclass(model, RuntimeOptions)):
+        raise TypeError(f"runtime {name!r}: options_model {path} is not a yolobench.runtimes.options.RuntimeOptions")
+    return model
 
 
-class RuntimeSpec(Strict):
-    name: RuntimeName = "onnxruntime"
-    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
-    threads: int = Field(0, ge=0, description="intra-op threads; 0 lets the runtime choose")
-    inter_op_threads: int = Field(0, ge=0)
-    cpu_affinity: list[int] | None = Field(
-        None, min_length=1,
-        description="CPU ids the measuring process (all its threads) is pinned to while latency is timed "
-                    "(Linux); none leaves the affinity as it is",
-    )
-    depthai: DepthaiSpec | None = Field(None, description="OAK settings; only with name: depthai")
-    provider_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="ONNX Runtime execution provider options for the provider above (e.g. trt_fp16_enable, "
-                    "cudnn_conv_algo_search); they override yolobench's defaults and are recorded on each run",
-    )
-    trt_workspace_mb: int = Field(1024, ge=16, description="TensorRT builder workspace pool limit (MiB)")
-
-    @model_validator(mode="after")
-    def _provider_options_need_onnxruntime(self) -> RuntimeSpec:
-        if self.provider_options and self.name != "onnxruntime":
-            raise ValueError(f"runtime.provider_options applies to runtime 'onnxruntime' only, not {self.name!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _depthai_settings_need_depthai(self) -> RuntimeSpec:
-        if self.depthai is not None and self.name != "depthai":
-            raise ValueError(f"runtime.depthai applies to runtime 'depthai' only, not {self.name!r}")
-        return self
-
-    @field_validator("cpu_affinity")
-    @classmethod
-    def _cpu_ids(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None:
-            if any(v < 0 for v in values):
-                raise ValueError("CPU ids must be >= 0")
-            if len(set(values)) != len(values):
-                raise ValueError(f"CPU ids repeat: {values}")
-        return values
+def parse_runtime_options(value: Any) -> Any:
+    """The `runtime:` section validated by the options model of the runtime it names (default: onnxruntime)."""
+    if isinstance(value, RuntimeOptions):
+        if value.name in registry.names() and isinstance(value, runtime_options_model(value.name)):
+            return value
+        value = value.model_dump()
+    if not isinstance(value, Mapping):
+        return value  # refused by the field's own type check, with pydantic's message
+    name = value.get("name", DEFAULT_RUNTIME)
+    known = registry.names()
+    if not isinstance(name, str) or name not in known:
+        raise field_errors([(("name",), name, f"unknown runtime; known runtimes: {', '.join(known)}")])
+    return runtime_options_model(name).model_validate({**value, "name": name})
 
 
 class TrainSpec(Strict):
@@ -162,8 +140,11 @@ class FloatRange(Strict):
         return abs(steps - round(steps)) < 1e-6
 
 
-class Axes(Strict):
-    """Axis name -> the values (bins) to sweep. Runtime-specific axes are only allowed with their runtime."""
+class Axes(BaseModel):
+    """Axis name -> the values (bins) to sweep. The common axes are the fields below; every other key is an axis
+    of the sweep's runtime (its RuntimeInfo.axes), checked against that runtime by SweepSpec."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     scale: list[Scale] = ["n"]
     width_multiple: list[float] | FloatRange | None = None
@@ -171,12 +152,6 @@ class Axes(Strict):
     teacher: list[str] | None = None
     precision: list[Precision] = ["fp32"]
     imgsz: list[int] = [640]
-    ort_level: list[OrtLevel] | None = None
-    threads: list[int] | None = None
-    trt_opt_level: list[Literal[0, 1, 2, 3, 4, 5]] | None = None
-    sparsity: list[bool] | None = None
-    shaves: list[Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]] | None = None
-    on_device_decode: list[bool] | None = None
 
     @field_validator("imgsz")
     @classmethod
@@ -184,13 +159,6 @@ class Axes(Strict):
         for value in values:
             if value % 32 or not 32 <= value <= 1280:
                 raise ValueError(f"imgsz {value} is not allowed; use multiples of 32 from 32 to 1280")
-        return values
-
-    @field_validator("threads")
-    @classmethod
-    def _threads_positive(cls, values: list[int] | None) -> list[int] | None:
-        if values and any(v < 0 for v in values):
-            raise ValueError("threads must be >= 0")
         return values
 
     @field_validator("width_multiple", "depth_multiple")
@@ -216,21 +184,71 @@ class Axes(Strict):
     @field_validator("*")
     @classmethod
     def _distinct_and_not_empty(cls, values: list | FloatRange | None) -> list | FloatRange | None:
-        if isinstance(values, list):
-            if not values:
-                raise ValueError("an axis needs at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"values repeat: {values}")
+        if isinstance(values, list) and (problem := _list_problem(values)):
+            raise ValueError(problem)
         return values
 
+    @model_validator(mode="after")
+    def _runtime_axes_are_lists(self) -> Axes:
+        problems = [((name,), values, problem) for name, values in self.runtime_axes().items()
+                    if (problem := _list_problem(values))]
+        if problems:
+            raise field_errors(problems)
+        return self
+
+    def runtime_axes(self) -> dict[str, Any]:
+        """The axes that are not common ones: the runtime's, as written."""
+        return dict(self.__pydantic_extra__ or {})
+
     def as_dict(self) -> dict[str, list[Any] | FloatRange]:
-        """The axes in use, in build order: a list of values, or a FloatRange (continuous)."""
+        """The axes in use, in build order (common ones, then the runtime's in its RuntimeInfo order): a list of
+        values, or a FloatRange (continuous). The order names variants (labels, MLflow run names)."""
         axes: dict[str, list[Any] | FloatRange] = {}
         for name in type(self).model_fields:
             values = getattr(self, name)
             if values is not None:
                 axes[name] = values if isinstance(values, FloatRange) else list(values)
+        for name, values in self.runtime_axes().items():
+            axes[name] = list(values)
         return axes
+
+
+def _list_problem(values: Any) -> str | None:
+    if not isinstance(values, list):
+        return "an axis needs a list of values"
+    if not values:
+        return "an axis needs at least one value"
+    try:
+        distinct = len(set(values)) == len(values)
+    except TypeError:
+        return "axis values are single values (str, int, float or bool), not lists or mappings"
+    return None if distinct else f"values repeat: {values}"
+
+
+def check_runtime_axes(axes: Axes, info: RuntimeInfo) -> Axes:
+    """Refuse what the runtime does not take (an axis it lacks, a value outside an axis, a precision it cannot
+    run), then put its axes in the runtime's order, whatever order the file used."""
+    allowed = sorted({*COMMON_AXES, *TRAINING_AXES, *info.axis_names})
+    problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+    runtime_axes = axes.runtime_axes()
+    for name, values in runtime_axes.items():
+        axis = info.axis(name)
+        if axis is None:
+            problems.append(((name,), values, f"does not apply to runtime {info.name!r}; "
+                                              f"allowed axes: {', '.join(allowed)}"))
+            continue
+        problems += [((name, index), value, problem) for index, value in enumerate(values)
+                     if (problem := axis.problem(value))]
+    unsupported = [precision for precision in axes.precision if precision not in info.precisions]
+    if unsupported:
+        problems.append((("precision",), axes.precision, f"{', '.join(map(repr, unsupported))} not allowed for "
+                                                        f"runtime {info.name!r}; allowed: {', '.join(info.precisions)}"))
+    if problems:
+        raise field_errors(problems)
+    extra = axes.__pydantic_extra__ or {}
+    extra.clear()  # the validated instance's own dict: reordered in place, the model is frozen
+    extra.update((name, runtime_axes[name]) for name in info.axis_names if name in runtime_axes)
+    return axes
 
 
 # Warm-up and timed-phase defaults of each measurement profile; fields written in the sweep file win.
@@ -334,7 +352,8 @@ class SearchSpec(Strict):
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     target: str = ""
-    runtime: RuntimeSpec = RuntimeSpec()
+    # Validated by the named runtime's own options model (RuntimeInfo.options_model); serialised as that model.
+    runtime: SerializeAsAny[RuntimeOptions] = Field(default_factory=lambda: parse_runtime_options({}))
     model: ModelSpec
     data: DataSpec
     axes: Axes
@@ -346,30 +365,43 @@ class SweepSpec(Strict):
     tracking: TrackingSpec = TrackingSpec()
     search: SearchSpec = SearchSpec()
 
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime_options(cls, value: Any) -> Any:
+        return parse_runtime_options(value)
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_fit_runtime(cls, axes: Axes, info: ValidationInfo) -> Axes:
+        runtime = info.data.get("runtime")  # absent when the runtime section was refused: said there already
+        return axes if runtime is None else check_runtime_axes(axes, runtime_info(runtime.name))
+
     @model_validator(mode="after")
-    def _axes_fit_runtime(self) -> SweepSpec:
+    def _training_axes_need_training(self) -> SweepSpec:
         axes = self.axes.as_dict()
-        allowed = set(COMMON_AXES) | set(TRAINING_AXES) | RUNTIME_AXES[self.runtime.name]
-        for name in axes:
-            if name not in allowed:
-                raise ValueError(
-                    f"axes.{name} does not apply to runtime {self.runtime.name!r}; "
-                    f"allowed axes: {', '.join(sorted(allowed))}"
-                )
+        problems = []
         for name in TRAINING_AXES:
-            if name in axes and self.model.train is None:
-                raise ValueError(f"axes.{name} changes the trained weights: it needs model.train, not model.weights")
-            if isinstance(axes.get(name), FloatRange) and self.search.mode != "pareto":
-                raise ValueError(f"axes.{name} is a range: a grid needs a list of values, or use search.mode 'pareto'")
-        if self.runtime.name == "depthai" and set(axes["precision"]) != {"fp16"}:
-            raise ValueError(f"axes.precision {axes['precision']} not allowed for depthai; allowed: ['fp16']")
+            if name not in axes:
+                continue
+            if self.model.train is None:
+                problems.append((("axes", name), axes[name],
+                                 "changes the trained weights: it needs model.train, not model.weights"))
+            elif isinstance(axes[name], FloatRange) and self.search.mode != "pareto":
+                problems.append((("axes", name), axes[name],
+                                 "is a range: a grid needs a list of values, or use search.mode 'pareto'"))
+        if problems:
+            raise field_errors(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _opset_fits_runtime(self) -> SweepSpec:
+        info = runtime_info(self.runtime.name)
         opset = self.export.opset
-        if self.runtime.name == "depthai" and (opset is None or opset > OPENVINO_MAX_OPSET):
-            raise ValueError(
-                f"export.opset {opset} not allowed for depthai: the blob compiler's OpenVINO "
-                f"({'/'.join(OPENVINO_VERSIONS)}) reads ONNX up to opset {OPENVINO_MAX_OPSET} at most, and null takes "
-                f"the newest the exporter has; allowed: 11..{OPENVINO_MAX_OPSET} (Luxonis' own YOLO exports use 12)"
-            )
+        if info.max_opset is not None and (opset is None or opset > info.max_opset):
+            raise field_errors([(("export", "opset"), opset,
+                                 f"not allowed for runtime {info.name!r}: it reads ONNX up to opset {info.max_opset} "
+                                 "at most, and null takes the newest the exporter has; "
+                                 f"allowed: {_lowest_opset()}..{info.max_opset}")])
         return self
 
     @model_validator(mode="after")
@@ -394,32 +426,62 @@ class SweepSpec(Strict):
         return self
 
 
-def _allowed_keys(location: tuple) -> list[str]:
-    """The keys a mapping at `location` may have, for the message about an unknown key."""
+def _lowest_opset() -> int:
+    """The oldest opset the exporter takes (ExportOptions.opset's lower bound)."""
+    from annotated_types import Ge
+
+    return next(int(rule.ge) for rule in ExportOptions.model_fields["opset"].metadata if isinstance(rule, Ge))
+
+
+def _runtime_model_of(data: Any) -> type[BaseModel] | None:
+    """The options model of the runtime a sweep file names, or None when it names none that is known."""
+    section = data.get("runtime") if isinstance(data, Mapping) else None
+    name = section.get("name", DEFAULT_RUNTIME) if isinstance(section, Mapping) else DEFAULT_RUNTIME
+    try:
+        return runtime_options_model(name)
+    except (KeyError, TypeError):
+        return None
+
+
+def _model_at(location: tuple, data: Any) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at `location` of the sweep file `data`, or None."""
     import typing
 
     model: Any = SweepSpec
-    for part in location[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        if field is None:
-            return []
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    for depth, part in enumerate(location):
+        if depth == 0 and part == "runtime":
+            model = _runtime_model_of(data)
+        else:
+            field = model.model_fields.get(part) if isinstance(part, str) else None
+            candidates = [field.annotation, *typing.get_args(field.annotation)] if field is not None else []
+            model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if model is None:
-            return []
-    return list(model.model_fields)
+            return None
+    return model
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _allowed_keys(location: tuple, data: Any) -> list[str]:
+    """The keys a mapping at `location` may have, for the message about an unknown key."""
+    model = _model_at(location[:-1], data)
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(error: ValidationError, source: str, data: Any = None) -> str:
+    """One line per problem: the field, the value and what is allowed. A rule across several fields (a model
+    validator) names its fields in its own message: the whole section, or file, is not printed with it."""
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        location = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(item["loc"])
+            allowed = _allowed_keys(item["loc"], data)
             message = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         if item["type"] == "missing":
             lines.append(f"{source}: {location}: required field is missing")
+        elif not item["loc"]:
+            lines.append(f"{source}: {message}")
+        elif isinstance(item["input"], Mapping) and _model_at(item["loc"], data) is not None:
+            lines.append(f"{source}: {location}: {message}")
         else:
             lines.append(f"{source}: {location} = {item['input']!r}: {message}")
     return "\n".join(lines)
@@ -429,7 +491,7 @@ def parse_spec(data: dict[str, Any], source: str = "<sweep>") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(_describe(error, source)) from None
+        raise SpecError(_describe(error, source, data)) from None
 
 
 def load_spec(path: Path | str) -> SweepSpec:

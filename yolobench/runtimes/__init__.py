@@ -1,95 +1,85 @@
-"""Runtimes behind one small interface, registered by name; built-ins register the same way a
-plug-in would, and an unknown name is refused with the list of known ones."""
+"""Runtimes registered by name, built-ins and plug-ins through one door: `register(info, implementation)`.
+Plug-ins arrive through the entry-point group `yolobench.runtimes` (each entry point names a Runtime
+subclass, whose `info` says the rest). An unknown name is refused with the list of known ones.
+
+Reading a runtime's description (`runtime_info`) imports nothing heavy; `get_runtime` imports its
+implementation on first use."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from importlib.metadata import entry_points
 
-import numpy as np
+from yolobench.errors import RuntimeUnavailable
+from yolobench.runtimes.base import (
+    Availability, AxisInfo, Check, DecodeSettings, RunFacts, Runtime, RuntimeInfo, SessionBase,
+)
 
-from yolobench.cache import Artifact, ArtifactCache
+ENTRY_POINT_GROUP = "yolobench.runtimes"
 
-if TYPE_CHECKING:  # not at run time: runtimes import without pydantic (scripts/gpu_check.py on a bare GPU host)
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
-
-
-class Session(Protocol):
-    """An open model on a runtime: what latency and accuracy are measured through."""
-
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Raw first output for one NCHW float32 input."""
-
-    def info(self) -> dict[str, Any]:
-        """How the session actually runs (providers, threads, ...), for the run's params."""
-
-    def close(self) -> None: ...
+__all__ = [
+    "Availability", "AxisInfo", "Check", "DecodeSettings", "RunFacts", "Runtime", "RuntimeInfo", "RuntimeUnavailable",
+    "SessionBase", "ENTRY_POINT_GROUP", "get_runtime", "load_attribute", "register", "registry", "runtime_info",
+]
 
 
-@dataclass(frozen=True)
-class OpenedSession:
-    session: Session
-    compiled_artifact: Path | None  # what the runtime made of the model (ORT-optimised graph, engine, blob)
-    compile_s: float
-
-
-class Runtime(Protocol):
-    """Optional extras, looked up with hasattr: `provider_availability() -> {provider: (usable, reason)}`
-    and `checks() -> [(what, usable, reason)]` for `yolobench doctor`; `set_postprocess(conf, iou, max_det)`, called before `open` for a
-    runtime that decodes on the device; and a session's `metrics() -> {name: value}` for what only the
-    runtime can time (e.g. on-device inference)."""
-
-    name: str
-
-    def availability(self) -> tuple[bool, str]:
-        """Whether this runtime can run here, and why not."""
-
-    def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
-             cache: ArtifactCache) -> OpenedSession:
-        """Open `model` (the ONNX artifact of the variant's precision) the way `variant` asks.
-
-        A runtime that compiles (TensorRT engine, OAK blob) keeps what it compiles in `cache`,
-        keyed on the model's key and the compile settings; `work_dir` is scratch space."""
-
-
-class RuntimeUnavailable(RuntimeError):
-    """The runtime (or the provider a variant asks for) cannot run on this host."""
+def load_attribute(path: str) -> object:
+    """The object a "module:attribute" path names, imported now."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 @dataclass
-class _Registry:
-    factories: dict[str, Callable[[], Runtime]] = field(default_factory=dict)
+class Registry:
+    infos: dict[str, RuntimeInfo] = field(default_factory=dict)
+    implementations: dict[str, Callable[[], Runtime] | str] = field(default_factory=dict)
+    _plugins_loaded: bool = False
 
-    def register(self, name: str) -> Callable[[Callable[[], Runtime]], Callable[[], Runtime]]:
-        def decorator(factory: Callable[[], Runtime]) -> Callable[[], Runtime]:
-            self.factories[name] = factory
-            return factory
+    def register(self, info: RuntimeInfo, implementation: Callable[[], Runtime] | str | None = None) -> None:
+        """Register a runtime: its description and a factory (a Runtime subclass, or a "module:Class" path
+        imported on first use; default: `info.implementation`)."""
+        self.infos[info.name] = info
+        self.implementations[info.name] = implementation or info.implementation
 
-        return decorator
+    def load_plugins(self, force: bool = False) -> None:
+        """Register every runtime the installed packages declare under ENTRY_POINT_GROUP (once)."""
+        if self._plugins_loaded and not force:
+            return
+        self._plugins_loaded = True
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            runtime_class = entry_point.load()
+            self.register(runtime_class.info, runtime_class)
+
+    def info(self, name: str) -> RuntimeInfo:
+        self.load_plugins()
+        if name not in self.infos:
+            raise KeyError(f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(self.infos))}")
+        return self.infos[name]
 
     def get(self, name: str) -> Runtime:
-        _load_builtins()
-        if name not in self.factories:
-            raise KeyError(f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(self.factories))}")
-        return self.factories[name]()
+        self.info(name)
+        implementation = self.implementations[name]
+        factory = load_attribute(implementation) if isinstance(implementation, str) else implementation
+        return factory()
 
     def names(self) -> list[str]:
-        _load_builtins()
-        return sorted(self.factories)
+        self.load_plugins()
+        return sorted(self.infos)
 
 
-registry = _Registry()
+registry = Registry()
 register = registry.register
 get_runtime = registry.get
-
-_BUILTIN_MODULES = ("yolobench.runtimes.onnxruntime_runtime", "yolobench.runtimes.tensorrt_runtime",
-                    "yolobench.runtimes.depthai_runtime")
+runtime_info = registry.info
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+def _register_builtins() -> None:
+    from yolobench.runtimes.catalog import BUILTINS
+
+    for info in BUILTINS:
+        register(info)
+
+
+_register_builtins()

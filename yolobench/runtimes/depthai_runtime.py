@@ -22,6 +22,7 @@ import importlib.util
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -30,16 +31,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yolobench.cache import Artifact, ArtifactCache
-from yolobench.runtimes import OpenedSession, RuntimeUnavailable, register
+from yolobench.errors import ModelMismatch, RuntimeUnavailable
+from yolobench.runtimes import catalog
+from yolobench.runtimes.base import Availability, AxisValue, Check, DecodeSettings, Runtime, SessionBase
 
-if TYPE_CHECKING:  # the registry imports every runtime; these need pydantic, which a bare host may lack
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
+if TYPE_CHECKING:  # pydantic, which a bare measuring host may lack
+    from yolobench.runtimes.options import DepthaiOptions, DepthaiSpec
 
 INPUT_STREAM = "yolobench_in"
 OUTPUT_STREAM = "yolobench_out"
 STRIDES = (8, 16, 32)  # YOLO11 detection levels
-DEFAULT_SHAVES = 6
 # The TRACE line the RVC2 firmware logs per inference, from the NN node or the detection node that wraps it:
 # payload "NeuralNetwork inference took '62.274784' ms." (DepthAI docs, "Measuring operation times").
 _NN_TIME = re.compile(r"NeuralNetwork inference took\s+'?(\d+(?:\.\d+)?)'?\s*ms")
@@ -144,7 +145,7 @@ class DeviceTimes:
                 "device_inference_samples": float(times.size)}
 
 
-class DepthaiSession:
+class DepthaiSession(SessionBase):
     """One open device: `infer` sends one frame and waits for its result (host round trip)."""
 
     def __init__(self, dai: ModuleType, device: Any, settings: PipelineSettings, device_times: DeviceTimes,
@@ -177,7 +178,7 @@ class DepthaiSession:
         if self._settings.on_device_decode:
             return detections_as_head(list(message.detections), self._settings.num_classes, size)
         raw = np.asarray(message.getFirstLayerFp16(), np.float32)
-        return raw.reshape(1, 4 + self._settings.num_classes, num_anchors(size))
+        return raw.reshape(1, 4 + self._settings.num_classes, -1)  # (1, 4+nc, anchors), anchors from the blob
 
     def info(self) -> dict[str, Any]:
         device_info = self._device.getDeviceInfo()
@@ -220,74 +221,88 @@ def _open_device(dai: ModuleType, pipeline: Any, wanted: str | None) -> Any:
         raise RuntimeUnavailable(f"could not open the OAK device {wanted or '(first found)'}: {error}") from None
 
 
-class DepthaiRuntime:
-    name = "depthai"
+def _classes_of(model: Artifact) -> int:
+    names = model.manifest.get("names") or {}
+    num_classes = int(model.manifest.get("num_classes") or len(names))
+    if num_classes <= 0:
+        raise ModelMismatch(f"the model's manifest ({model.key}) does not say how many classes it has")
+    return num_classes
 
-    def __init__(self) -> None:
-        # COCO-standard defaults; the runner passes the sweep's measure settings before open().
-        self.postprocess: dict[str, float] = {"conf": 0.001, "iou": 0.7, "max_det": 300}
 
-    def set_postprocess(self, conf: float, iou: float, max_det: int) -> None:
-        """Thresholds for decoding on the device: the same the host's decode would use."""
-        self.postprocess = {"conf": float(conf), "iou": float(iou), "max_det": int(max_det)}
+def _oak_settings(options: DepthaiOptions) -> DepthaiSpec:
+    from yolobench.runtimes.options import DepthaiSpec
 
-    def availability(self) -> tuple[bool, str]:
+    return options.depthai or DepthaiSpec()
+
+
+class DepthaiRuntime(Runtime):
+    info = catalog.DEPTHAI
+
+    def availability(self) -> Availability:
         if importlib.util.find_spec("depthai") is None:
-            return False, "package depthai is not installed (pip install 'yolobench[oak]')"
+            return Availability(False, "package depthai is not installed (pip install 'yolobench[oak]')")
         import depthai as dai
 
         version = importlib.metadata.version("depthai")
         if not version.startswith("2."):
-            return False, f"depthai {version} installed; yolobench is written for the 2.x API (depthai>=2.24,<3)"
+            return Availability(False, f"depthai {version} installed; yolobench is written for the 2.x API "
+                                       "(depthai>=2.24,<3)")
         devices = dai.Device.getAllAvailableDevices()
         if not devices:
-            return False, f"depthai {version} installed, but no OAK device found (USB or PoE)"
+            return Availability(False, f"depthai {version} installed, but no OAK device found (USB or PoE)")
         names = ", ".join(f"{d.name} {d.getMxId()} ({d.state.name})" for d in devices)
-        return True, f"depthai {version}; devices: {names}"
+        return Availability(True, f"depthai {version}; devices: {names}")
 
-    def checks(self) -> list[tuple[str, bool, str]]:
+    def _require_device(self) -> None:
+        availability = self.availability()
+        if not availability.usable:
+            raise RuntimeUnavailable(availability.reason)
+
+    def checks(self) -> list[Check]:
         """What compiling a variant for the device needs besides the device itself."""
         from yolobench.stages.blob import converter_url
 
         onnx_here = importlib.util.find_spec("onnx") is not None
         requests_here = importlib.util.find_spec("requests") is not None
         return [
-            ("blob compiler", requests_here,
-             f"blobconverter service at {converter_url()} (set runtime.depthai.converter_url or "
-             "$YOLOBENCH_BLOBCONVERTER_URL); reachability is checked on first compile"
-             if requests_here else "package requests is not installed"),
-            ("on-device decoding", onnx_here,
-             "onnx installed: the YOLO11 head can be rewritten for YoloDetectionNetwork" if onnx_here
-             else "package onnx is not installed: on_device_decode=true variants cannot be compiled"),
+            Check("blob compiler", requests_here,
+                  f"blobconverter service at {converter_url()} (set runtime.depthai.converter_url or "
+                  "$YOLOBENCH_BLOBCONVERTER_URL); reachability is checked on first compile"
+                  if requests_here else "package requests is not installed"),
+            Check("on-device decoding", onnx_here,
+                  "onnx installed: the YOLO11 head can be rewritten for YoloDetectionNetwork" if onnx_here
+                  else "package onnx is not installed: on_device_decode=true variants cannot be compiled"),
         ]
 
-    def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
-             cache: ArtifactCache) -> OpenedSession:
-        usable, reason = self.availability()
-        if not usable:  # before compiling: a blob is of no use to a host without the device
-            raise RuntimeUnavailable(reason)
-        import depthai as dai
-
-        from yolobench.spec import DepthaiSpec
+    def compile(self, model: Artifact, axes: Mapping[str, AxisValue], options: DepthaiOptions,
+                cache: ArtifactCache) -> Artifact:
+        """The blob for the variant's SHAVE count, from the fp32 export (its head rewritten for on-device decoding
+        when asked). Refused first where there is no device: a blob is of no use to a host without one."""
         from yolobench.stages.blob import BlobSettings, compile_blob, converter_url, rvc2_detection_head
 
-        settings = options.depthai or DepthaiSpec()
-        on_device = bool(variant.get("on_device_decode", False))
-        shaves = int(variant.get("shaves", DEFAULT_SHAVES))
-        imgsz = int(variant["imgsz"])
-        names = model.manifest.get("names") or {}
-        num_classes = int(model.manifest.get("num_classes") or len(names))
-        if num_classes <= 0:
-            raise RuntimeUnavailable(f"the model's manifest ({model.key}) does not say how many classes it has")
-
-        started = time.perf_counter()
-        source = rvc2_detection_head(cache, model) if on_device else model
-        blob = compile_blob(cache, source, BlobSettings(shaves=shaves, openvino_version=settings.openvino_version,
+        self._require_device()
+        axes = self.info.resolve_axes(axes)
+        _classes_of(model)  # before compiling: the device's decoder needs it
+        settings = _oak_settings(options)
+        source = rvc2_detection_head(cache, model) if bool(axes["on_device_decode"]) else model
+        return compile_blob(cache, source, BlobSettings(shaves=int(axes["shaves"]),
+                                                        openvino_version=settings.openvino_version,
                                                         url=converter_url(settings.converter_url)))
-        compile_s = time.perf_counter() - started  # the head rewrite and the blob; not the device's boot
+
+    def open(self, model: Artifact, compiled: Artifact | None, axes: Mapping[str, AxisValue],
+             options: DepthaiOptions, decode: DecodeSettings, work_dir: Path) -> DepthaiSession:
+        """The device, running the blob `compile` made, fed frames from the host; decoding on the device uses the
+        host decode's thresholds (`decode`)."""
+        if compiled is None:
+            raise ValueError("DepthaiRuntime.open needs the blob its compile() made")
+        self._require_device()
+        import depthai as dai
+
+        axes = self.info.resolve_axes(axes)
+        settings = _oak_settings(options)
         pipeline_settings = PipelineSettings(
-            blob_path=blob.path, imgsz=imgsz, on_device_decode=on_device, num_classes=num_classes,
-            conf_threshold=self.postprocess["conf"], iou_threshold=self.postprocess["iou"],
+            blob_path=compiled.path, imgsz=int(axes["imgsz"]), on_device_decode=bool(axes["on_device_decode"]),
+            num_classes=_classes_of(model), conf_threshold=decode.conf, iou_threshold=decode.iou,
             inference_threads=settings.inference_threads, nce_per_thread=settings.nce_per_thread,
             openvino_version=settings.openvino_version,
         )
@@ -296,13 +311,4 @@ class DepthaiRuntime:
         device.setLogLevel(dai.LogLevel.TRACE)  # the NN's per-inference time is only logged at TRACE
         device.setLogOutputLevel(dai.LogLevel.WARN)  # ... and stays off the console
         device.addLogCallback(device_times)
-        return OpenedSession(
-            session=DepthaiSession(dai, device, pipeline_settings, device_times, shaves, blob.manifest),
-            compiled_artifact=blob.path,
-            compile_s=compile_s,
-        )
-
-
-@register("depthai")
-def _factory() -> DepthaiRuntime:
-    return DepthaiRuntime()
+        return DepthaiSession(dai, device, pipeline_settings, device_times, int(axes["shaves"]), compiled.manifest)

@@ -1,11 +1,13 @@
-"""TensorRT: the variant's ONNX artifact is compiled into an engine (stages/tensorrt.py, cached per GPU and
-TensorRT version) and run with device buffers from cuda-python, so a measuring host such as a Jetson
-needs neither torch nor pycuda. Each inference records CUDA events around the host-to-device copy, the
-engine (execute_async_v3) and the device-to-host copy, so GPU compute and end-to-end are reported apart."""
+"""TensorRT: `compile` builds the variant's ONNX artifact into an engine (stages/tensorrt.py, a cached stage keyed
+with the GPU and TensorRT version), and `open` deserialises it and runs it with device buffers from cuda-python,
+so a measuring host such as a Jetson needs neither torch nor pycuda. Each inference records CUDA events around
+the host-to-device copy, the engine (execute_async_v3) and the device-to-host copy, so GPU compute and
+end-to-end are reported apart."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yolobench.cache import Artifact, ArtifactCache, BuildFailed
+from yolobench.errors import ModelMismatch, RuntimeUnavailable
 from yolobench.gpu import Cuda, CudaError, GpuUnavailable, gpu_identity, stream_handle
-from yolobench.runtimes import OpenedSession, RuntimeUnavailable, register
+from yolobench.runtimes import catalog
+from yolobench.runtimes.base import Availability, AxisValue, Check, DecodeSettings, Runtime, SessionBase
 from yolobench.runtimes.timing import CUDA_EVENTS, PhaseTimings
 from yolobench.stages.tensorrt import EngineSettings, TensorRTUnavailable, build_engine, import_tensorrt
 
 if TYPE_CHECKING:
-    from yolobench.space import Variant
-    from yolobench.spec import RuntimeSpec
-
-DEFAULT_OPT_LEVEL = 3  # TensorRT's own default, for sweeps without a trt_opt_level axis
+    from yolobench.runtimes.options import TensorRTOptions
 
 
 @dataclass
@@ -35,7 +36,7 @@ class _Binding:
     host: np.ndarray  # pinned
 
 
-class TensorRTSession:
+class TensorRTSession(SessionBase):
     """One deserialised engine with its execution context, pinned host buffers, device buffers and stream."""
 
     def __init__(self, engine_bytes: bytes, *, trt: Any | None = None, cuda: Cuda | None = None,
@@ -43,6 +44,11 @@ class TensorRTSession:
         self._trt = trt if trt is not None else import_tensorrt()
         self._cuda = cuda if cuda is not None else Cuda()
         self._manifest = dict(engine_manifest or {})
+        self._inputs: list[_Binding] = []
+        self._outputs: list[_Binding] = []
+        self._events: list[Any] = []
+        self._stream: Any = None
+        self._context: Any = None
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._runtime = self._trt.Runtime(self._logger)
         started = time.perf_counter()
@@ -51,27 +57,24 @@ class TensorRTSession:
             raise BuildFailed("TensorRT could not deserialise the engine (built for another GPU or TensorRT version?)")
         self._context = self._engine.create_execution_context()
         self.load_s = time.perf_counter() - started
-        self._stream = self._cuda.stream()
-        self._events = [self._cuda.event() for _ in range(4)]
-        self._inputs: list[_Binding] = []
-        self._outputs: list[_Binding] = []
         try:
+            self._stream = self._cuda.stream()
+            self._events = [self._cuda.event() for _ in range(4)]
             for index in range(self._engine.num_io_tensors):
                 self._allocate(self._engine.get_tensor_name(index))
+            if len(self._inputs) != 1 or not self._outputs:
+                raise ModelMismatch(f"expected one input and at least one output, engine has "
+                                    f"{len(self._inputs)} inputs and {len(self._outputs)} outputs")
         except BaseException:
             self.close()
             raise
-        if len(self._inputs) != 1 or not self._outputs:
-            self.close()
-            raise ValueError(f"expected one input and at least one output, engine has "
-                             f"{len(self._inputs)} inputs and {len(self._outputs)} outputs")
         self.phase_timings = PhaseTimings(CUDA_EVENTS)
 
     def _allocate(self, name: str) -> None:
         trt = self._trt
         shape = tuple(int(d) for d in self._engine.get_tensor_shape(name))
         if any(d < 0 for d in shape):
-            raise ValueError(f"tensor {name} has a dynamic shape {shape}; yolobench exports static shapes")
+            raise ModelMismatch(f"tensor {name} has a dynamic shape {shape}; yolobench exports static shapes")
         dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
         host_pointer, host = self._cuda.pinned_array(shape, dtype)
         device = self._cuda.malloc(host.nbytes)
@@ -87,7 +90,7 @@ class TensorRTSession:
         start, copied_in, computed, copied_out = self._events
         source = self._inputs[0]
         if tensor.shape != source.shape:
-            raise ValueError(f"input shape {tensor.shape} does not match the engine's {source.shape}")
+            raise ModelMismatch(f"input shape {tensor.shape} does not match the engine's {source.shape}")
         np.copyto(source.host, tensor, casting="same_kind")
         cuda.record(start, stream)
         cuda.to_device_async(source.device, source.host, stream)
@@ -126,14 +129,14 @@ class TensorRTSession:
 
     def close(self) -> None:
         cuda = self._cuda
-        for binding in (*getattr(self, "_inputs", []), *getattr(self, "_outputs", [])):
+        for binding in (*self._inputs, *self._outputs):
             _quietly(cuda.free, binding.device)
             _quietly(cuda.free_pinned, binding.host_pointer)
         self._inputs, self._outputs = [], []
-        for event in getattr(self, "_events", []):
+        for event in self._events:
             _quietly(cuda.destroy_event, event)
         self._events = []
-        if getattr(self, "_stream", None) is not None:
+        if self._stream is not None:
             _quietly(cuda.destroy_stream, self._stream)
             self._stream = None
         self._context = None
@@ -147,73 +150,80 @@ def _quietly(release: Any, handle: Any) -> None:
         pass  # releasing after a failed start; the error that matters was raised already
 
 
-def engine_settings(variant: Variant, options: RuntimeSpec) -> EngineSettings:
-    """The builder settings a variant asks for: precision, the trt_opt_level and sparsity axes, workspace."""
+def engine_settings(axes: Mapping[str, AxisValue], options: TensorRTOptions) -> EngineSettings:
+    """The builder settings a variant asks for: precision, the trt_opt_level and sparsity axes (the runtime's
+    defaults where the sweep does not vary them), and the workspace."""
+    axes = catalog.TENSORRT.resolve_axes(axes)
     return EngineSettings(
-        precision=str(variant["precision"]),
-        builder_optimization_level=int(variant.get("trt_opt_level", DEFAULT_OPT_LEVEL)),
-        sparsity=bool(variant.get("sparsity", False)),
-        workspace_mb=int(getattr(options, "trt_workspace_mb", 1024)),
+        precision=str(axes["precision"]),
+        builder_optimization_level=int(axes["trt_opt_level"]),
+        sparsity=bool(axes["sparsity"]),
+        workspace_mb=int(options.trt_workspace_mb),
     )
 
 
-class TensorRTRuntime:
-    name = "tensorrt"
+def _tensorrt_and_gpu() -> tuple[Any, Any]:
+    try:
+        return import_tensorrt(), gpu_identity()
+    except (TensorRTUnavailable, GpuUnavailable) as error:
+        raise RuntimeUnavailable(str(error)) from None
 
-    def availability(self) -> tuple[bool, str]:
+
+class TensorRTRuntime(Runtime):
+    info = catalog.TENSORRT
+
+    def availability(self) -> Availability:
         try:
             trt = import_tensorrt()
         except TensorRTUnavailable as error:
-            return False, str(error)
+            return Availability(False, str(error))
         try:
             gpu = gpu_identity()
         except GpuUnavailable as error:
-            return False, f"tensorrt {trt.__version__} is installed, but {error}"
-        return True, f"tensorrt {trt.__version__}; {gpu.name} (compute capability {gpu.compute_capability})"
+            return Availability(False, f"tensorrt {trt.__version__} is installed, but {error}")
+        return Availability(True, f"tensorrt {trt.__version__}; {gpu.name} (compute capability {gpu.compute_capability})")
 
-    def checks(self) -> list[tuple[str, bool, str]]:
-        """Each piece an engine build and run needs, for `yolobench doctor`."""
+    def checks(self) -> list[Check]:
+        """Each piece an engine build and run needs."""
         import importlib.util
 
         from yolobench.gpu import cuda_runtime
 
-        results: list[tuple[str, bool, str]] = []
+        results: list[Check] = []
         try:
             trt = import_tensorrt()
-            results.append(("tensorrt package", True, f"tensorrt {trt.__version__}"))
+            results.append(Check("tensorrt package", True, f"tensorrt {trt.__version__}"))
         except TensorRTUnavailable as error:
-            results.append(("tensorrt package", False, str(error)))
+            results.append(Check("tensorrt package", False, str(error)))
         try:
             runtime = cuda_runtime()
-            results.append(("cuda-python", True, f"{runtime.__name__} (device buffers, stream, events)"))
+            results.append(Check("cuda-python", True, f"{runtime.__name__} (device buffers, stream, events)"))
         except GpuUnavailable as error:
-            results.append(("cuda-python", False, str(error)))
+            results.append(Check("cuda-python", False, str(error)))
         try:
             gpu = gpu_identity()
-            results.append(("GPU", True, f"{gpu.name}, compute capability {gpu.compute_capability}, "
-                                         f"{gpu.memory_mb} MiB, driver CUDA {gpu.driver}"))  # fmt: skip
+            results.append(Check("GPU", True, f"{gpu.name}, compute capability {gpu.compute_capability}, "
+                                              f"{gpu.memory_mb} MiB, driver CUDA {gpu.driver}"))  # fmt: skip
         except GpuUnavailable as error:
-            results.append(("GPU", False, str(error)))
+            results.append(Check("GPU", False, str(error)))
         onnx_here = importlib.util.find_spec("onnx") is not None
-        results.append(("2:4 sparsity check", onnx_here, "onnx installed" if onnx_here else
-                        "package onnx is not installed: engine manifests will not say which weights are 2:4-sparse"))
+        results.append(Check("2:4 sparsity check", onnx_here, "onnx installed" if onnx_here else
+                             "package onnx is not installed: engine manifests will not say which weights are 2:4-sparse"))
         return results
 
-    def open(self, model: Artifact, variant: Variant, options: RuntimeSpec, work_dir: Path,
-             cache: ArtifactCache) -> OpenedSession:
+    def compile(self, model: Artifact, axes: Mapping[str, AxisValue], options: TensorRTOptions,
+                cache: ArtifactCache) -> Artifact:
+        """The variant's engine, built once per GPU, TensorRT version and builder settings."""
+        trt, gpu = _tensorrt_and_gpu()
+        return build_engine(cache, model, engine_settings(axes, options), trt=trt, gpu=gpu)
+
+    def open(self, model: Artifact, compiled: Artifact | None, axes: Mapping[str, AxisValue],
+             options: TensorRTOptions, decode: DecodeSettings, work_dir: Path) -> TensorRTSession:
+        if compiled is None:
+            raise ValueError("TensorRTRuntime.open needs the engine its compile() made")
+        trt, _ = _tensorrt_and_gpu()
         try:
-            trt = import_tensorrt()
-            gpu = gpu_identity()
             cuda = Cuda()
-        except (TensorRTUnavailable, GpuUnavailable) as error:
+        except GpuUnavailable as error:
             raise RuntimeUnavailable(str(error)) from None
-        engine = build_engine(cache, model, engine_settings(variant, options), trt=trt, gpu=gpu)
-        session = TensorRTSession(engine.path.read_bytes(), trt=trt, cuda=cuda, engine_manifest=engine.manifest)
-        # The recorded build time, also when the engine came from the cache: the same figure every rerun.
-        return OpenedSession(session=session, compiled_artifact=engine.path,
-                             compile_s=float(engine.manifest.get("build_s", 0.0)))  # fmt: skip
-
-
-@register("tensorrt")
-def _factory() -> TensorRTRuntime:
-    return TensorRTRuntime()
+        return TensorRTSession(compiled.path.read_bytes(), trt=trt, cuda=cuda, engine_manifest=compiled.manifest)

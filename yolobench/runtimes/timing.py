@@ -3,14 +3,17 @@ copy. The latency harness times `infer()` as a whole (it must return host numpy 
 its "inference" figure includes both copies); a session that can split the call keeps these per-call
 phases, and the sweep reports device compute apart from the end-to-end figure.
 
-Sessions expose them as an optional `phase_timings: PhaseTimings` attribute; sessions without it (CPU)
-report nothing extra."""
+Sessions keep them in `SessionBase.phase_timings`; None (a session that cannot split a call, e.g. the CPU
+provider) reports nothing extra."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from yolobench.runtimes.base import SessionBase
 
 # How the phases were timed, recorded on the run so numbers from different methods are not mixed blind.
 CUDA_EVENTS = "cuda_events"  # device-side events around each phase (TensorRT)
@@ -57,17 +60,16 @@ class PhaseTimings:
         }
 
 
-def phase_calls(session: Any) -> int:
+def phase_calls(session: SessionBase) -> int:
     """How many calls a session has timed phases for (0 for a session that keeps none)."""
-    timings = getattr(session, "phase_timings", None)
-    return len(timings) if isinstance(timings, PhaseTimings) else 0
+    return len(session.phase_timings) if session.phase_timings is not None else 0
 
 
-def session_phase_metrics(session: Any, first_call: int, count: int) -> dict[str, float]:
+def session_phase_metrics(session: SessionBase, first_call: int, count: int) -> dict[str, float]:
     """Phase metrics of the `count` calls from call number `first_call`: the latency harness's timed calls,
     so device compute and the harness's figures describe the same inferences. {} for sessions without."""
-    timings = getattr(session, "phase_timings", None)
-    if not isinstance(timings, PhaseTimings) or count <= 0 or first_call < 0 or first_call + count > len(timings):
+    timings = session.phase_timings
+    if timings is None or count <= 0 or first_call < 0 or first_call + count > len(timings):
         return {}
     return timings.metrics(first_call, count)
 

@@ -293,25 +293,17 @@ def _has_qdq(artifact: Artifact) -> bool:
     return True  # a manifest without op counts (an artifact made elsewhere): let the builder decide
 
 
-def build_engine(
-    cache: ArtifactCache,
-    onnx_artifact: Artifact,
-    settings: EngineSettings,
-    *,
-    trt: Any | None = None,
-    gpu: GpuIdentity | None = None,
-) -> Artifact:
-    """Build (once per GPU, TensorRT version and settings) the engine of `onnx_artifact` and cache it."""
+def _check_source(onnx_artifact: Artifact, settings: EngineSettings) -> None:
     declared = onnx_artifact.manifest.get("precision")
     if declared is not None and declared != settings.precision:
         raise ValueError(f"engine precision {settings.precision!r} asked of a {declared!r} ONNX artifact")
     if settings.precision == "int8" and not _has_qdq(onnx_artifact):
         raise ValueError("int8 engines are built from the int8 stage's Q/DQ model; this artifact has no Q/DQ nodes")
-    trt = trt if trt is not None else import_tensorrt()
-    gpu = gpu if gpu is not None else gpu_identity()
-    plan = builder_plan(trt, settings)
-    versions = engine_versions(trt, gpu)
-    config = {
+
+
+def engine_config(settings: EngineSettings, plan: BuilderPlan) -> dict[str, Any]:
+    """The engine's cache-key config: every builder setting and switch."""
+    return {
         "precision": settings.precision,
         "builder_optimization_level": settings.builder_optimization_level,
         "sparsity": settings.sparsity,
@@ -320,27 +312,42 @@ def build_engine(
         "network_flags": list(plan.network_flags),
         "builder_flags": list(plan.builder_flags),
     }
-    timing_path = timing_cache_path(cache.root, versions)
 
-    def build(work_dir: Path) -> BuildOutput:
-        if settings.precision == "int8" and (problems := tensorrt_qdq_problems(onnx_artifact.path)):
+
+@dataclass
+class _EngineBuild:
+    """One engine build: what goes in, and what the builder left behind for the manifest."""
+
+    trt: Any
+    gpu: GpuIdentity
+    plan: BuilderPlan
+    settings: EngineSettings
+    source: Artifact
+    versions: dict[str, str]
+    timing_path: Path
+    cache_root: Path
+
+    def run(self, work_dir: Path) -> BuildOutput:
+        """Parse, build, write the engine and the merged timing cache; return the engine and its manifest."""
+        trt, settings = self.trt, self.settings
+        if settings.precision == "int8" and (problems := tensorrt_qdq_problems(self.source.path)):
             raise BuildFailed(
                 f"the int8 artifact cannot become a TensorRT engine: {'; '.join(problems)}. Quantise for TensorRT "
                 "with `int8: {activation_type: s8, weight_type: s8, symmetric: true}` in the sweep file"
             )
         logger = _recording_logger(trt)
         builder = trt.Builder(logger)
-        network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags))
+        network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, self.plan.network_flags))
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_artifact.path)):
+        if not parser.parse_from_file(str(self.source.path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise BuildFailed(f"TensorRT could not parse {onnx_artifact.path.name}: {errors[:2000]}")
+            raise BuildFailed(f"TensorRT could not parse {self.source.path.name}: {errors[:2000]}")
         builder_config = builder.create_builder_config()
         builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb * 2**20)
         builder_config.builder_optimization_level = settings.builder_optimization_level
-        for name in plan.builder_flags:
+        for name in self.plan.builder_flags:
             builder_config.set_flag(getattr(trt.BuilderFlag, name))
-        loaded = timing_path.read_bytes() if timing_path.is_file() else b""
+        loaded = self.timing_path.read_bytes() if self.timing_path.is_file() else b""
         timing_cache = builder_config.create_timing_cache(loaded)
         # ignore_mismatch=False: a cache from another GPU or TensorRT is refused rather than used blind.
         builder_config.set_timing_cache(timing_cache, False)
@@ -352,44 +359,58 @@ def build_engine(
             raise BuildFailed(f"TensorRT could not build the engine: {'; '.join(errors)[:2000] or 'no error logged'}")
         engine_path = work_dir / ENGINE_FILENAME
         engine_path.write_bytes(memoryview(serialized))
-        saved = _save_timing_cache(timing_path, builder_config, timing_cache)
+        saved = _save_timing_cache(self.timing_path, builder_config, timing_cache)
         tf32 = builder_config.get_flag(trt.BuilderFlag.TF32) if hasattr(trt.BuilderFlag, "TF32") else None
-        sparsity: dict[str, Any] = {"requested": settings.sparsity, "note": SPARSITY_NOTE,
-                                    "onnx_weights": onnx_weight_sparsity(onnx_artifact.path)}  # fmt: skip
-        if settings.sparsity:
-            sparsity.update(builder_sparsity_report(logger.messages))
-        inherited = {key: onnx_artifact.manifest[key] for key in _INHERITED_KEYS if key in onnx_artifact.manifest}
-        return BuildOutput(
-            filename=ENGINE_FILENAME,
-            manifest={
-                **inherited,
-                "precision": settings.precision,
-                "tensorrt_version": versions["tensorrt"],
-                "gpu": gpu.name,
-                "compute_capability": gpu.compute_capability,
-                "driver": gpu.driver,
-                "typing": plan.typing,
-                "network_flags": list(plan.network_flags),
-                "builder_flags": list(plan.builder_flags),
-                "tf32": tf32,
-                "builder_optimization_level": settings.builder_optimization_level,
-                "workspace_bytes": settings.workspace_mb * 2**20,
-                "quantization": QUANTIZATION_NOTE if settings.precision == "int8" else None,
-                "sparsity": sparsity,
-                "timing_cache": {
-                    "file": str(timing_path.relative_to(cache.root)),
-                    "loaded_bytes": len(loaded),
-                    "saved_bytes": saved,
-                },
-                "engine_build_s": round(engine_build_s, 3),
-                "engine_bytes": engine_path.stat().st_size,
-                **_io_description(network),
-                "applied_by_default": [
-                    *onnx_artifact.manifest.get("applied_by_default", []),
-                    {"name": "tensorrt_layer_fusion_and_tactic_selection", "by": "TensorRT builder (always on)"},
-                ],
-                "builder_warnings": [m for s, m in logger.messages if s == "WARNING"][:20],
-            },
-        )
+        timing = {"file": str(self.timing_path.relative_to(self.cache_root)), "loaded_bytes": len(loaded),
+                  "saved_bytes": saved}  # fmt: skip
+        facts = {"tf32": tf32, "timing_cache": timing, "engine_build_s": round(engine_build_s, 3),
+                 "engine_bytes": engine_path.stat().st_size, **_io_description(network)}  # fmt: skip
+        return BuildOutput(filename=ENGINE_FILENAME, manifest=self.manifest(logger.messages, facts))
 
-    return cache.get_or_build(STAGE, config, onnx_artifact, versions, build)
+    def manifest(self, messages: list[tuple[str, str]], facts: dict[str, Any]) -> dict[str, Any]:
+        """What the engine's manifest records: the model's facts it inherits, and how the builder made it."""
+        settings, source = self.settings, self.source
+        sparsity: dict[str, Any] = {"requested": settings.sparsity, "note": SPARSITY_NOTE,
+                                    "onnx_weights": onnx_weight_sparsity(source.path)}  # fmt: skip
+        if settings.sparsity:
+            sparsity.update(builder_sparsity_report(messages))
+        return {
+            **{key: source.manifest[key] for key in _INHERITED_KEYS if key in source.manifest},
+            "precision": settings.precision,
+            "tensorrt_version": self.versions["tensorrt"],
+            "gpu": self.gpu.name,
+            "compute_capability": self.gpu.compute_capability,
+            "driver": self.gpu.driver,
+            "typing": self.plan.typing,
+            "network_flags": list(self.plan.network_flags),
+            "builder_flags": list(self.plan.builder_flags),
+            "builder_optimization_level": settings.builder_optimization_level,
+            "workspace_bytes": settings.workspace_mb * 2**20,
+            "quantization": QUANTIZATION_NOTE if settings.precision == "int8" else None,
+            "sparsity": sparsity,
+            **facts,
+            "applied_by_default": [
+                *source.manifest.get("applied_by_default", []),
+                {"name": "tensorrt_layer_fusion_and_tactic_selection", "by": "TensorRT builder (always on)"},
+            ],
+            "builder_warnings": [m for s, m in messages if s == "WARNING"][:20],
+        }
+
+
+def build_engine(
+    cache: ArtifactCache,
+    onnx_artifact: Artifact,
+    settings: EngineSettings,
+    *,
+    trt: Any | None = None,
+    gpu: GpuIdentity | None = None,
+) -> Artifact:
+    """Build (once per GPU, TensorRT version and settings) the engine of `onnx_artifact` and cache it."""
+    _check_source(onnx_artifact, settings)
+    trt = trt if trt is not None else import_tensorrt()
+    gpu = gpu if gpu is not None else gpu_identity()
+    plan = builder_plan(trt, settings)
+    versions = engine_versions(trt, gpu)
+    build = _EngineBuild(trt, gpu, plan, settings, onnx_artifact, versions, timing_cache_path(cache.root, versions),
+                         cache.root)  # fmt: skip
+    return cache.get_or_build(STAGE, engine_config(settings, plan), onnx_artifact, versions, build.run)

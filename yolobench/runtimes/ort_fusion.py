@@ -1,9 +1,12 @@
-"""What was fused, where: the optimisations an ONNX Runtime graph optimisation level implies, and the evidence
+"""What ONNX Runtime fused for a run: the optimisations its graph optimisation level implies, and the evidence
 read from the graph ORT actually runs, so a run says whether its int8 latency is int8 speed at all.
 
 ONNX Runtime's CPU kernels run a QDQ model's Conv/Mul/... in integer arithmetic only after its QDQ fusion
 (level `extended` and above) has rewritten DequantizeLinear -> op -> QuantizeLinear into QLinear* nodes; below
 that, every quantised op runs in float with the quantise/dequantise work on top, slower than fp32.
+
+Used by OnnxRuntime.facts; what other runtimes always fuse is their RuntimeInfo.mandatory_fusion, and what the
+exporter fused is read from the export manifest by the sweep (tracking), for every runtime alike.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-INT8_UNFUSED_TAG = "yolobench.int8_unfused"
-ORT_FUSIONS_TAG = "yolobench.ort_fusions"
-EXPORT_FUSIONS_TAG = "yolobench.export_fusions"
-RUNTIME_FUSION_TAG = "yolobench.runtime_fusion"
+from yolobench.runtimes.base import RunFacts
+from yolobench.tracking import INT8_UNFUSED_TAG, ORT_FUSIONS_TAG
 
 # Cumulative, as observed on YOLO11 graphs with ONNX Runtime 1.32's CPU EP (optimised graphs compared level by
 # level; tests/test_fusion.py checks the QDQ line on a real model).
@@ -37,11 +38,6 @@ ORT_LEVEL_FUSIONS: dict[str, tuple[str, ...]] = {
     "extended": _ORT_EXTENDED,
     "all": (*_ORT_EXTENDED, "nchwc_layout", "nhwc_layout_for_integer_kernels"),
 }
-# Runtimes whose compiler always fuses, whatever the sweep asks.
-MANDATORY_FUSION = {
-    "tensorrt": "TensorRT builder (layer fusion cannot be switched off)",
-    "depthai": "OpenVINO/Myriad X blob compiler (always fuses)",
-}
 
 # Kernels that compute in integer arithmetic (ORT CPU, contrib domain included).
 _INTEGER_KERNELS = frozenset({"ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
@@ -51,7 +47,7 @@ def graph_op_counts(model_or_path: Any) -> dict[str, int]:
     """Node count per op type of an ONNX graph (a path or a ModelProto), e.g. {'QLinearConv': 87, ...}."""
     import onnx
 
-    from yolobench.stages.export import op_counts
+    from yolobench.stages.onnx_graph import op_counts
 
     return op_counts(onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path)
 
@@ -67,38 +63,17 @@ def int8_execution(op_counts: Mapping[str, int]) -> dict[str, int]:
     }
 
 
-def export_fusions(export_manifest: Mapping[str, Any]) -> str:
-    """The exporter's own optimisations this artifact went through, e.g. 'batchnorm_folded_into_conv,...' or 'none'."""
-    names = [entry["name"] for entry in export_manifest.get("applied_by_default", [])]
-    return ",".join(names) or "none"
+def ort_fusion_facts(level: str, precision: str, optimised_graph: Path | None, provider: str = "cpu") -> RunFacts:
+    """What ORT fused at `level`, and for an int8 model whether it runs in integer kernels.
 
-
-def runtime_fusion(
-    runtime: str,
-    precision: str,
-    level: str | None,
-    compiled: Path | None,
-    export_manifest: Mapping[str, Any],
-    provider: str = "cpu",
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """(params, tags) saying what the exporter and the runtime fused for this run.
-
-    For ONNX Runtime the int8 verdict comes from the graph ORT optimised (`compiled`, its optimized_model_filepath):
-    an int8 model with no integer kernel in it is tagged `yolobench.int8_unfused=true`. Without that graph the
-    level decides on the CPU provider; under the TensorRT EP (which cannot save one) TensorRT's own builder takes
-    the Q/DQ nodes, so no verdict is given.
-    """
-    params: dict[str, Any] = {}
-    tags = {EXPORT_FUSIONS_TAG: export_fusions(export_manifest)}
-    if runtime in MANDATORY_FUSION:
-        tags[RUNTIME_FUSION_TAG] = MANDATORY_FUSION[runtime]
-        return params, tags
-    if runtime != "onnxruntime" or level is None:
-        return params, tags
+    The int8 verdict comes from the graph ORT optimised (`optimised_graph`, its optimized_model_filepath): an int8
+    model with no integer kernel in it is tagged `yolobench.int8_unfused=true`. Without that graph the level
+    decides on the CPU provider; under the TensorRT EP (which cannot save one) TensorRT's own builder takes the
+    Q/DQ nodes, so no verdict is given."""
     fusions = ORT_LEVEL_FUSIONS[level]
-    tags[ORT_FUSIONS_TAG] = ",".join(fusions) or "none"
-    params["ort_fusions"] = tags[ORT_FUSIONS_TAG]
-    counts = graph_op_counts(compiled) if compiled is not None and Path(compiled).is_file() else None
+    tags = {ORT_FUSIONS_TAG: ",".join(fusions) or "none"}
+    params: dict[str, Any] = {"ort_fusions": tags[ORT_FUSIONS_TAG]}
+    counts = graph_op_counts(optimised_graph) if optimised_graph is not None and Path(optimised_graph).is_file() else None
     if counts is not None:
         params["ort_graph_nodes"] = sum(counts.values())
         params["ort_batchnorm_nodes"] = counts.get("BatchNormalization", 0)
@@ -110,4 +85,4 @@ def runtime_fusion(
             tags[INT8_UNFUSED_TAG] = str(execution["integer_kernels"] == 0).lower()
         elif provider == "cpu":
             tags[INT8_UNFUSED_TAG] = str("qdq_to_integer_kernels" not in fusions).lower()
-    return params, tags
+    return RunFacts(params=params, tags=tags)
