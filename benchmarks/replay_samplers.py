@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from yolobench import search
+from yolobench import pareto, search
 from yolobench.space import Space
 from yolobench.spec import load_spec
 
@@ -41,8 +41,8 @@ def evaluations_to_reach(spec, space: Space, results, sampler_name: str, seed: i
     `share` of the full grid's; proposals of points already evaluated cost nothing, as in a sweep."""
     objectives = spec.search.objectives
     baseline = results[_point(space.baseline.as_dict())]
-    reference = search.reference_point(objectives)
-    full = search.hypervolume([search.losses(m, objectives, baseline) for m in results.values()], reference)
+    reference = pareto.reference_point(objectives)
+    full = pareto.hypervolume([pareto.losses(m, objectives, baseline) for m in results.values()], reference)
     grid_size = space.count()
     search_spec = spec.search.model_copy(
         update={"mode": "pareto", "sampler": sampler_name, "seed": seed,
@@ -58,10 +58,10 @@ def evaluations_to_reach(spec, space: Space, results, sampler_name: str, seed: i
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             evaluated.setdefault(key, [])
             continue
-        evaluated.setdefault(key, search.losses(results[key], objectives, baseline))
-        study.tell(trial, search.objective_values(results[key], objectives))
+        evaluated.setdefault(key, pareto.losses(results[key], objectives, baseline))
+        study.tell(trial, pareto.objective_values(results[key], objectives))
         points = [p for p in evaluated.values() if p]
-        if search.hypervolume(points, reference) >= share * full:
+        if pareto.hypervolume(points, reference) >= share * full:
             return len(evaluated)
         if len(evaluated) == grid_size:
             return grid_size

@@ -40,24 +40,25 @@ OAK_TINY_SWEEP = {
 
 
 def variant_builder(sweep_file: dict, home: Path) -> tuple[Any, Any, Any]:
-    """(spec, prepared Sweep, VariantBuilder on its cache) for a sweep given as a dict, stored under `home`."""
-    from yolobench.data.dataset import load_dataset
-    from yolobench.progress import Progress
-    from yolobench.runner import Sweep, SweepSettings, VariantBuilder, resolve_data_yaml
+    """(spec, Sweep, LocalBuilder on the sweep's cache) for a sweep given as a dict, stored under `home`."""
+    from yolobench.build import LocalBuilder
+    from yolobench.data.dataset import open_dataset
+    from yolobench.runner import Sweep, SweepSettings
     from yolobench.spec import parse_spec
+    from yolobench.stages.ultralytics_env import prepare_ultralytics
 
     spec = parse_spec(sweep_file)
+    prepare_ultralytics(home / "ultralytics")
     sweep = Sweep(spec, SweepSettings(home=home))
-    sweep._prepare()
-    data_yaml = resolve_data_yaml(spec, home)
-    return spec, sweep, VariantBuilder(spec, sweep.cache, data_yaml, load_dataset(data_yaml), Progress(1))
+    dataset = open_dataset(spec.data, home)
+    return spec, sweep, LocalBuilder(spec, sweep.cache, dataset.yaml_path, dataset)
 
 
 @pytest.fixture(scope="session")
 def trained_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the tiny sweep's trained model (trained once per test session)."""
     _, sweep, builder = variant_builder(TINY_SWEEP, tmp_path_factory.mktemp("trained-home"))
-    builder.weights(sweep.space.baseline)
+    builder.build(sweep.space.baseline)
     return sweep.cache.root
 
 

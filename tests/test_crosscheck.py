@@ -59,7 +59,7 @@ def test_logged_predictions_rescore_to_the_logged_map(measured, tmp_path: Path) 
     folder = Path(client.download_artifacts(run.info.run_id, "accuracy", str(tmp_path)))
     ground_truth = json.loads((folder / "ground_truth.json").read_text())
     predictions = json.loads((folder / "predictions.json").read_text())
-    assert len(ground_truth["images"]) == len(sweep.val_images) == 16
+    assert len(ground_truth["images"]) == len(sweep.data.val_images) == 16
     assert predictions and {p["image_id"] for p in predictions} <= {i["id"] for i in ground_truth["images"]}
 
     gt = COCO(str(folder / "ground_truth.json"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from yolobench.search import hypervolume, losses, non_dominated, reference_point
+from yolobench.pareto import hypervolume, losses, non_dominated, reference_point
 from yolobench.spec import Objective
 
 

@@ -126,7 +126,8 @@ def test_failing_variant_does_not_stop_the_sweep(seeded_home: Path) -> None:
     runs = {r.data.params["precision"]: r for r in child_runs(seeded_home)}
     assert runs["fp32"].info.status == "FINISHED"
     assert runs["fp16"].info.status == "FAILED"
-    assert "onnx" in runs["fp16"].data.tags[tracking.ERROR_TAG].lower() or runs["fp16"].data.tags[tracking.ERROR_TAG]
+    error = runs["fp16"].data.tags[tracking.ERROR_TAG]
+    assert "InvalidProtobuf" in error or "protobuf" in error.lower(), error  # ONNX Runtime's own reason
     # A failed variant is recorded, not retried on the next run.
     assert Sweep(spec, SweepSettings(home=seeded_home)).run().failed == 0
     assert len(child_runs(seeded_home)) == 2
@@ -225,37 +226,28 @@ def test_missing_weights_stop_the_sweep_fast_with_what_to_do(tmp_path: Path, cap
     assert time.monotonic() - started < 60
     message = capsys.readouterr().err
     assert "nowhere/yolo11n.pt" in message and "model.train" in message
-    runs = all_runs(home)
-    assert len(runs) == 1 and runs[0].info.status == "FAILED"  # the parent; no variant recorded as failed
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{home / 'optuna.db'}")
-    assert [t.user_attrs.get("outcome") for t in study.trials] == ["interrupted"]  # redone once weights exist
+    # Found before the sweep starts: no parent run, no study, no variant recorded as failed.
+    assert client(home).get_experiment_by_name("tiny") is None
+    assert not (home / "optuna.db").exists()
 
 
-def test_a_data_set_that_cannot_be_had_stops_the_sweep_with_a_message(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("broken", ["missing yaml", "missing val folder"])
+def test_a_data_set_that_cannot_be_had_stops_the_sweep_with_a_message(tmp_path: Path, capsys, broken: str) -> None:
     import yaml
 
     from yolobench.cli import main
 
-    spec = {**TINY_SWEEP, "data": {"yaml": str(tmp_path / "missing.yaml")}}
+    data_yaml = tmp_path / "missing.yaml"
+    if broken == "missing val folder":
+        data_yaml = tmp_path / "data.yaml"
+        data_yaml.write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images/train", "val": "images/val",
+                                             "names": ["a"]}))
+    spec = {**TINY_SWEEP, "data": {"yaml": str(data_yaml)}}
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     home = tmp_path / "home"
     assert main(["sweep", str(spec_path), "--home", str(home)]) == 1
-    assert "missing.yaml" in capsys.readouterr().err
-    parents = all_runs(home)
-    assert len(parents) == 1 and parents[0].info.status == "FAILED"  # not left RUNNING
-
-
-def test_workers_that_start_together_settle_on_the_earliest_parent(tmp_path: Path) -> None:
-    spec = parse_spec(TINY_SWEEP)
-    first, second = Sweep(spec, SweepSettings(home=tmp_path)), Sweep(spec, SweepSettings(home=tmp_path))
-    for sweep in (first, second):
-        sweep._prepare()
-    # Both read "no parent yet" from the study and create one, before either settles.
-    created = [sweep.tracker.open_parent(sweep.experiment_id, "tiny", None, params={},
-                                         tags={tracking.PARENT_OF_TAG: sweep._study_identity()})
-               for sweep in (first, second)]
-    assert created[0] != created[1]
-    assert second._one_parent(created[1]) == created[0]  # the later one gives way, whoever settles first
-    assert first._one_parent(created[0]) == created[0]
-    assert [r.info.run_id for r in all_runs(tmp_path)] == [created[0]]
+    err = capsys.readouterr().err
+    assert str(data_yaml.name) in err and "Traceback" not in err
+    assert client(home).get_experiment_by_name("tiny") is None  # no empty FAILED parent run is left
+    assert not (home / "optuna.db").exists()

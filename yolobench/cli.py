@@ -21,7 +21,8 @@ def _print_plan(spec_path: str, list_all: bool) -> int:
     spec = load_spec(spec_path)
     space = Space.from_spec(spec)
     print(f"sweep: {spec.name}  ({spec.target or spec.runtime.name})")
-    print(f"runtime: {spec.runtime.name} provider={spec.runtime.provider}")
+    options = spec.runtime.model_dump(exclude={"name"})
+    print(f"runtime: {spec.runtime.name}  " + " ".join(f"{k}={v}" for k, v in options.items() if v not in (None, {}, [])))
     count = space.count()
     print(f"variants: {count if count is not None else 'continuous'}")
     print(f"search: {spec.search.mode}" + (
@@ -44,7 +45,7 @@ def _print_plan(spec_path: str, list_all: bool) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    from yolobench.runner import SweepSettings
+    from yolobench.settings import SweepSettings
 
     return SweepSettings(
         home=Path(args.home),
@@ -71,18 +72,24 @@ def _launcher() -> str:
 def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _print_plan(args.file, args.list)
-    from yolobench.prebuilt import ArtifactMissing
-    from yolobench.runner import VariantFailed, run_sweep
-    from yolobench.search import StudyMismatch
-    from yolobench.stages.weights import WeightsUnavailable
+    from yolobench.errors import SweepStopped
+    from yolobench.runner import run_sweep
 
     spec = load_spec(args.file)
-    settings = _settings(args)
     try:
-        summary = run_sweep(spec, settings)
-    except (VariantFailed, WeightsUnavailable, ArtifactMissing, StudyMismatch) as error:
+        summary = run_sweep(spec, _settings(args))
+    except SweepStopped as error:
         print(f"yolobench: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the variant in flight was discarded
+        why = str(interrupt) or "interrupted"
+        print(f"\nyolobench: stopped ({why}); run the same command again to resume", file=sys.stderr)
+        return 130
+    _print_summary(args, summary)
+    return 0 if summary.succeeded else 1
+
+
+def _print_summary(args: argparse.Namespace, summary) -> None:
     print(
         f"\nsweep {summary.sweep}: {summary.total} variants; measured now {summary.measured}, "
         f"already done {summary.already_done}, failed {summary.failed}"
@@ -90,6 +97,12 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     for label, reason in summary.failures.items():
         print(f"  FAILED {label}: {reason.splitlines()[0][:300]}")
+    failed = summary.failed + summary.failed_before
+    if failed:
+        retry = " ".join([_launcher(), *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else f"{_launcher()} sweep {args.file}"
+        if "--retry-failed" not in retry:
+            retry += " --retry-failed"
+        print(f"{failed} variant(s) failed (their MLflow runs say why); to try them again: {retry}")
     print(f"runs: experiment '{summary.experiment}' in {summary.tracking_uri} (parent run {summary.parent_run_id})")
     print(f"study: '{summary.sweep}' in {summary.storage}")
     ui_hint = f"{_launcher()} ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
@@ -97,7 +110,6 @@ def _sweep(args: argparse.Namespace) -> int:
         ui_hint = f"open {summary.tracking_uri} in a browser" if summary.tracking_uri.startswith("http") else (
             f"mlflow ui --backend-store-uri {summary.tracking_uri}")
     print(f"open the UI: {ui_hint}  (then http://127.0.0.1:5000)")
-    return 0
 
 
 def _ui(args: argparse.Namespace) -> int:

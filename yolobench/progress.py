@@ -55,3 +55,10 @@ class Progress:
         self.done += 1
         self._done_here += 1
         self.message(f"{label} {outcome}")
+
+
+def result_line(metrics: dict[str, float]) -> str:
+    line = f"p50 {metrics['latency_ms_p50']:.2f} ms  mAP50-95 {metrics['map50_95']:.3f}"
+    if "speedup_vs_baseline" in metrics:
+        line += f"  x{metrics['speedup_vs_baseline']:.2f} vs baseline"
+    return line

@@ -7,21 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yolobench import search, tracking
+from yolobench import pareto, search, tracking
 
 
 def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str,
                objectives: Sequence[Any]) -> list[dict[str, Any]]:
     """One row per finished child run of the sweep, fastest first, with `pareto` set for the runs no
     other run beats on every objective."""
-    experiment = tracker.client.get_experiment_by_name(experiment_name)
-    if experiment is None:
+    experiment_id = tracker.existing_experiment_id(experiment_name)
+    if experiment_id is None:
         return []
-    runs = tracker.client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{sweep_name}' and attributes.status = 'FINISHED'",
-        max_results=50000,
-    )
+    runs = tracker.find_runs([experiment_id], tags={tracking.SWEEP_TAG: sweep_name}, finished_only=True)
     rows = [
         {"label": run.data.tags.get(tracking.RUN_NAME_TAG, run.info.run_id), "run_id": run.info.run_id,
          **run.data.metrics}
@@ -30,10 +26,38 @@ def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str,
     ]
     signs = [-1.0 if o.resolved_direction == "maximize" else 1.0 for o in objectives]
     points = [[sign * row.get(o.metric, float("nan")) for sign, o in zip(signs, objectives)] for row in rows]
-    front = set(search.non_dominated(points))
+    front = set(pareto.non_dominated(points))
     for index, row in enumerate(rows):
         row["pareto"] = index in front
     return sorted(rows, key=lambda row: row["latency_ms_p50"])
+
+
+def update_front(study: Any, tracker: tracking.Tracker, parent_id: str, objectives: Sequence[Any],
+                 baseline: dict[str, float] | None, known_tags: dict[str, str], step: int) -> None:
+    """Tag the study's measured runs on the front (and untag those that left it); log the front's
+    hypervolume on the parent run at `step` (the evaluations so far)."""
+    measured = search.measured_trials(study)
+    if not baseline or not measured:
+        return
+    metrics = [trial.user_attrs[search.TrialAttr.METRICS] for trial in measured]
+    points = [pareto.losses(m, objectives, baseline) for m in metrics]
+    front = set(pareto.non_dominated(points))
+    run_ids = [trial.user_attrs[search.TrialAttr.RUN_ID] for trial in measured]
+    tracker.tag_front({run_id: index in front for index, run_id in enumerate(run_ids)}, known_tags)
+    volume = pareto.hypervolume(points, pareto.reference_point(objectives))
+    tracker.log(parent_id, metrics={"hypervolume": volume, "front_size": len(front),
+                                    "variants_measured": len(measured)}, step=step)
+
+
+def log_front_report(tracker: tracking.Tracker, parent_id: str, experiment_name: str, spec: Any) -> None:
+    """The front as a plot and a table, logged to the parent run under pareto/."""
+    import tempfile
+
+    rows = sweep_rows(tracker, experiment_name, spec.name, spec.search.objectives)
+    if rows:
+        with tempfile.TemporaryDirectory() as folder:
+            for path in write_front_report(Path(folder), rows, spec.search.objectives, spec.name):
+                tracker.log_file(parent_id, path, "pareto")
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -1,5 +1,9 @@
-"""The Optuna study behind a sweep: GridSampler over the axes, kept in storage so a sweep resumes
-after a crash and several workers can share it. Driven with ask/tell by the runner."""
+"""The Optuna study behind a sweep, driven with ask/tell: GridSampler over the axes (grid mode) or a
+multi-objective sampler (Pareto mode), kept in storage so a sweep resumes after a crash and several
+workers share it. What a trial came to is an `Outcome`, written by `close_trial` alone.
+
+Every use of Optuna's private API sits in the section marked "Optuna internals" at the end, so an
+Optuna upgrade edits one place."""
 
 from __future__ import annotations
 
@@ -8,62 +12,72 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from yolobench.errors import SweepStopped
+from yolobench.pareto import objective_values
 from yolobench.space import Space, Variant
-from yolobench.spec import FloatRange, Objective, SearchSpec
+from yolobench.spec import FloatRange, SearchSpec
 
-# Trial user attributes.
-KEY_ATTR = "variant_key"
-OUTCOME_ATTR = "outcome"  # measured | failed | reused | excluded | interrupted
-WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 # A worker on another host that stops beating for GRACE_S is taken for dead; its variant is redone.
 HEARTBEAT_S = 20
 GRACE_S = 120
+# A RUNNING trial without a worker was asked for by a process killed before it said who it was (the
+# worker attribute is set right after ask()); older than this, no live worker owns it.
+UNOWNED_GRACE_S = 60.0
+
+
+class Outcome(str, Enum):
+    """What a trial came to; stored as the trial's `outcome` attribute (its value)."""
+
+    MEASURED = "measured"  # timed and scored now; its MLflow run is FINISHED
+    REUSED = "reused"  # a proposal of a point already measured (or failed): answered from the store
+    FAILED = "failed"  # the variant could not be built or run; a FAILED run says why
+    BUG = "bug"  # yolobench's own error: the sweep stopped with a traceback
+    EXCLUDED = "excluded"  # a proposal the sweep file's `exclude:` leaves out
+    TAKEN = "taken"  # another worker took the same point at the same moment
+    INTERRUPTED = "interrupted"  # stopped (Ctrl-C, SIGTERM, a kill, a sweep-stopping error): to be redone
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Outcomes that count against a Pareto budget: the trial asked for a variant's result.
+EVALUATIONS = (Outcome.MEASURED, Outcome.REUSED, Outcome.FAILED)
+
+
+class TrialAttr:
+    """Names of the trials' user attributes (stored: renaming one orphans every study on disk)."""
+
+    KEY = "variant_key"
+    OUTCOME = "outcome"
+    WORKER = "worker"  # host:pid of the process that ran the trial
+    LABEL = "label"
+    METRICS = "metrics"
+    RUN_ID = "mlflow_run_id"
+    REUSED_FROM = "reused_from"
+    FAILURE = "failure"
+
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # a study user attribute: the sweep's MLflow parent run
+
+
+class StudyMismatch(SweepStopped):
+    """The stored study was made for other objectives than the sweep file now asks for."""
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for ask/tell: its after_trial calls Study.stop() once the grid is covered, which
-    Optuna only allows inside study.optimize. The runner decides when a sweep is done instead."""
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Any) -> None:
-        return None
-
-
-def _mark_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
-    study._storage.set_trial_user_attr(trial._trial_id, OUTCOME_ATTR, "interrupted")
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Beat for the trial while it is measured, so other workers can tell a live one from a dead one."""
-    storage = study._storage
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            storage.record_heartbeat(trial._trial_id)
-
-    storage.record_heartbeat(trial._trial_id)
-    thread = threading.Thread(target=beat, name="yolobench-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def make_sampler(search: SearchSpec, space: Space) -> optuna.samplers.BaseSampler:
@@ -81,34 +95,38 @@ def make_sampler(search: SearchSpec, space: Space) -> optuna.samplers.BaseSample
     return optuna.samplers.RandomSampler(seed=search.seed)
 
 
-def open_study(storage_url: str, study_name: str, space: Space, search: SearchSpec) -> optuna.Study:
+def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: Space,
+               search: SearchSpec) -> optuna.Study:
+    """Create or load the sweep's study; a study stored with other objectives is refused."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [objective.resolved_direction for objective in search.objectives]
-    study = _create_or_load(storage_url, study_name, make_sampler(search, space), directions)
+    study = _create_or_load(storage, study_name, make_sampler(search, space), directions)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
+        where = storage if isinstance(storage, str) else type(storage).__name__
         raise StudyMismatch(
-            f"study {study_name!r} in {storage_url} optimises {stored}, but the sweep file asks for "
+            f"study {study_name!r} in {where} optimises {stored}, but the sweep file asks for "
             f"{directions} ({[o.metric for o in search.objectives]}); rename the sweep or use another --storage"
         )
     return study
 
 
-def _create_or_load(storage_url: str, study_name: str, sampler: optuna.samplers.BaseSampler,
-                    directions: list[str], attempts: int = 5) -> optuna.Study:
+def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
+                    sampler: optuna.samplers.BaseSampler, directions: list[str], attempts: int = 5) -> optuna.Study:
     """Workers started together on an empty database race to create its tables and the study; the
     loser's statement fails on what the winner just made. Trying again then simply loads it."""
     from sqlalchemy.exc import SQLAlchemyError
 
     for attempt in range(attempts):
         try:
-            storage = optuna.storages.RDBStorage(
-                storage_url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {},
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=_mark_interrupted,
-            )
+            if isinstance(storage, str):
+                storage = optuna.storages.RDBStorage(
+                    storage,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {},
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=_mark_stale_interrupted,
+                )
             return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                        directions=directions, load_if_exists=True)
         except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
@@ -116,10 +134,6 @@ def _create_or_load(storage_url: str, study_name: str, sampler: optuna.samplers.
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
-
-
-class StudyMismatch(RuntimeError):
-    """The stored study was made for other objectives than the sweep file now asks for."""
 
 
 def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
@@ -132,18 +146,20 @@ def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
     return space.variant_from_params(params)
 
 
+# --- what the study holds ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class StudyState:
     """What the study already holds, by variant key."""
 
     done: dict[str, FrozenTrial]  # measured or failed for good: not to be run again
-    interrupted: list[FrozenTrial]  # RUNNING trials whose worker on this host is gone
+    interrupted: list[FrozenTrial]  # RUNNING trials whose worker is gone
+    running_elsewhere: frozenset[str]  # keys another live worker is measuring now
 
 
 def _process_alive(worker: str) -> bool:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname():
-        return True  # another host's worker: assume alive
+        return True  # another host's worker: its heartbeat decides (fail_stale_trials)
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
@@ -153,37 +169,122 @@ def _process_alive(worker: str) -> bool:
     return True
 
 
+def _abandoned(trial: FrozenTrial, now: datetime) -> bool:
+    """A RUNNING trial no live worker owns (see UNOWNED_GRACE_S for one without a worker)."""
+    worker = trial.user_attrs.get(TrialAttr.WORKER)
+    if worker is None:
+        started = trial.datetime_start
+        return started is None or now - started >= timedelta(seconds=UNOWNED_GRACE_S)
+    return not _process_alive(worker)
+
+
 def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
-    optuna.storages.fail_stale_trials(study)  # dead workers on other hosts
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what heartbeats are for
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # dead workers on other hosts
     done: dict[str, FrozenTrial] = {}
     interrupted: list[FrozenTrial] = []
+    running: set[str] = set()
+    now = datetime.now()
     for trial in study.get_trials(deepcopy=False):
-        key = trial.user_attrs.get(KEY_ATTR)
-        outcome = trial.user_attrs.get(OUTCOME_ATTR)
-        if key is None:
+        key = trial.user_attrs.get(TrialAttr.KEY)
+        outcome = trial.user_attrs.get(TrialAttr.OUTCOME)
+        if trial.state == TrialState.RUNNING:
+            if _abandoned(trial, now):
+                interrupted.append(trial)
+            elif key is not None and trial.user_attrs.get(TrialAttr.WORKER) != worker_id():
+                running.add(key)
+        elif key is None:
             continue
-        if trial.state == TrialState.COMPLETE and outcome in ("measured", "reused"):
+        elif trial.state == TrialState.COMPLETE and outcome in (Outcome.MEASURED, Outcome.REUSED):
             done.setdefault(key, trial)
-        elif trial.state == TrialState.FAIL and outcome == "failed" and not retry_failed:
+        elif trial.state == TrialState.FAIL and outcome == Outcome.FAILED and not retry_failed:
             done.setdefault(key, trial)
-        elif trial.state == TrialState.RUNNING and not _process_alive(trial.user_attrs.get(WORKER_ATTR, "")):
-            interrupted.append(trial)
-    return StudyState(done=done, interrupted=interrupted)
+    return StudyState(done=done, interrupted=interrupted, running_elsewhere=frozenset(running))
 
 
-def close_interrupted(study: optuna.Study, trials: Iterable[FrozenTrial]) -> None:
+def running_elsewhere(study: optuna.Study) -> frozenset[str]:
+    """Keys of the trials other workers are running now (live or not: the state scan decides that)."""
+    me = worker_id()
+    return frozenset(t.user_attrs[TrialAttr.KEY] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                     if TrialAttr.KEY in t.user_attrs and t.user_attrs.get(TrialAttr.WORKER) != me)
+
+
+def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """One measured trial per variant key (the first), with its run id and metrics."""
+    seen: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        if attrs.get(TrialAttr.OUTCOME) == Outcome.MEASURED and TrialAttr.METRICS in attrs and TrialAttr.RUN_ID in attrs:
+            seen.setdefault(attrs[TrialAttr.KEY], trial)
+    return list(seen.values())
+
+
+def metrics_of(study: optuna.Study, key: str) -> dict[str, float] | None:
+    """The metrics the study recorded for a measured variant key (e.g. the baseline's), or None."""
+    trial = next((t for t in measured_trials(study) if t.user_attrs[TrialAttr.KEY] == key), None)
+    return None if trial is None else trial.user_attrs[TrialAttr.METRICS]
+
+
+def evaluations(study: optuna.Study, key_of: Any) -> int:
+    """Trials that asked for a variant's result under the sweep file as it is now: what a budget counts.
+    `key_of(params)` gives the key the file gives those params now (None for an axis it no longer has);
+    trials of an earlier version of the file (other keys) do not count."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(TrialAttr.OUTCOME) in EVALUATIONS:
+            count += key_of(trial.params) == trial.user_attrs.get(TrialAttr.KEY)
+    return count
+
+
+# --- closing a trial: the one place that writes outcomes -----------------------------------------
+_STATES = {
+    Outcome.MEASURED: TrialState.COMPLETE, Outcome.FAILED: TrialState.FAIL, Outcome.BUG: TrialState.FAIL,
+    Outcome.INTERRUPTED: TrialState.FAIL, Outcome.EXCLUDED: TrialState.PRUNED, Outcome.TAKEN: TrialState.PRUNED,
+}
+
+
+def close_trial(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, *,
+                values: Sequence[float] | None = None, metrics: Mapping[str, float] | None = None,
+                run_id: str | None = None, failure: str | None = None, reused_from: int | None = None,
+                objectives: Sequence[Any] = ()) -> None:
+    """Record what the trial came to and tell the study (its values: given, or the `objectives` of its
+    metrics). A reused trial completes with the earlier trial's values, or fails like it when it had none."""
+    if values is None and metrics is not None and objectives:
+        values = objective_values(dict(metrics), objectives)
+    attrs: dict[str, Any] = {TrialAttr.OUTCOME: str(outcome), TrialAttr.METRICS: dict(metrics) if metrics else None,
+                             TrialAttr.RUN_ID: run_id, TrialAttr.FAILURE: failure[:2000] if failure else None,
+                             TrialAttr.REUSED_FROM: reused_from}
+    for name, value in attrs.items():
+        if value is not None:
+            trial.set_user_attr(name, value)
+    state = _STATES.get(outcome, TrialState.COMPLETE if values is not None else TrialState.FAIL)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, list(values or []))
+    else:
+        study.tell(trial, state=state)
+
+
+def close_abandoned(study: optuna.Study, trials: Iterable[FrozenTrial]) -> None:
     """Close trials left RUNNING by a dead worker as FAIL with outcome `interrupted`."""
     for trial in trials:
-        study._storage.set_trial_user_attr(trial._trial_id, OUTCOME_ATTR, "interrupted")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        _close_frozen(study, trial, Outcome.INTERRUPTED)
+
+
+def enqueue_baseline(study: optuna.Study, baseline: Variant, grid: bool) -> None:
+    """Queue the baseline first (every run's speed-up and the front's scale need it). In grid mode it is
+    marked as its grid point, so GridSampler does not propose it a second time."""
+    study.enqueue_trial(baseline.as_dict())
+    if grid:
+        _mark_queued_grid_points(study)
 
 
 def enqueue_unreachable(study: optuna.Study, remaining: dict[str, Variant]) -> int:
     """Queue the remaining variants GridSampler will not offer again: it counts any finished trial
     (interrupted, or failed when failures are retried) as a visited grid point."""
     trials = study.get_trials(deepcopy=False)
-    visited = {t.user_attrs.get(KEY_ATTR) for t in trials if t.state.is_finished()}
-    queued = [t.system_attrs.get("fixed_params") for t in trials if t.state == TrialState.WAITING]
+    visited = {t.user_attrs.get(TrialAttr.KEY) for t in trials if t.state.is_finished()}
+    queued = _queued_params(trials)
     count = 0
     for key, variant in remaining.items():
         params = variant.as_dict()
@@ -193,59 +294,85 @@ def enqueue_unreachable(study: optuna.Study, remaining: dict[str, Variant]) -> i
     return count
 
 
-def objective_values(metrics: dict[str, Any], objectives: Sequence[Objective]) -> list[float]:
-    return [float(metrics[objective.metric]) for objective in objectives]
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for the trial while it is measured, so other workers can tell a live one from a dead one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            _record_heartbeat(study, trial)
+
+    _record_heartbeat(study, trial)
+    thread = threading.Thread(target=beat, name="yolobench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
-# --- the front and its hypervolume -------------------------------------------------------------
-# Losses are normalised so sweeps compare: a minimised metric as a ratio to the baseline's value
-# (reference 2: twice the baseline's latency or size counts for nothing), mAP as 1 - mAP (reference 1).
-REFERENCE_RATIO = 2.0
+# --- Optuna internals ------------------------------------------------------------------------------
+# Everything below reaches past Optuna's public API (study._storage, trial._trial_id, the "fixed_params"
+# and "grid_id" system attributes, optuna._hypervolume). Checked against Optuna 5.0.
 
 
-def losses(metrics: dict[str, float], objectives: Sequence[Objective], baseline: dict[str, float]) -> list[float]:
-    values = []
-    for objective in objectives:
-        value = float(metrics[objective.metric])
-        if objective.resolved_direction == "maximize":
-            values.append(1.0 - value if objective.metric.startswith("map") else -value)
-        else:
-            values.append(value / float(baseline[objective.metric]))
-    return values
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell. Its after_trial calls Study.stop() once the grid is covered, which Optuna
+    only allows inside study.optimize: the runner decides when a sweep is done instead. Its before_trial
+    gives the first N trials grid ids 0..N-1 by trial number, which proposes a queued point (the baseline)
+    a second time: here every new trial picks among the points no trial has taken yet."""
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:
+            return
+        target = self._get_unvisited_grid_ids(study) or list(range(len(self._all_grids)))
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", int(self._rng.rng.choice(target)))
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        return None
 
 
-def reference_point(objectives: Sequence[Objective]) -> list[float]:
-    return [1.0 if o.resolved_direction == "maximize" else REFERENCE_RATIO for o in objectives]
+def _record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    storage = study._storage
+    if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):  # in-memory storage has none
+        storage.record_heartbeat(trial._trial_id)
 
 
-def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the points no other point dominates (all coordinates minimised)."""
-    front = []
-    for i, point in enumerate(points):
-        dominated = any(
-            all(o <= p for o, p in zip(other, point)) and any(o < p for o, p in zip(other, point))
-            for j, other in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+def _close_frozen(study: optuna.Study, trial: FrozenTrial, outcome: Outcome) -> None:
+    """Close a trial this process holds no Trial object for (another, dead process asked for it)."""
+    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.OUTCOME, str(outcome))
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
-def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Volume dominated by the points and bounded by the reference point (all minimised)."""
-    inside = np.array([p for p in points if all(v < r for v, r in zip(p, reference))], dtype=float)
-    if len(inside) == 0:
-        return 0.0
-    front = inside[non_dominated(inside.tolist())]
-    if front.shape[1] == 2:
-        front = front[np.argsort(front[:, 0])]
-        volume, previous_y = 0.0, reference[1]
-        for x, y in front:
-            if y < previous_y:
-                volume += (reference[0] - x) * (previous_y - y)
-                previous_y = y
-        return float(volume)
+def _mark_stale_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial whose heartbeat expired (it has already failed the trial)."""
+    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.OUTCOME, str(Outcome.INTERRUPTED))
+
+
+def _queued_params(trials: Iterable[FrozenTrial]) -> list[dict[str, Any]]:
+    return [t.system_attrs.get("fixed_params") for t in trials if t.state == TrialState.WAITING]
+
+
+def _mark_queued_grid_points(study: optuna.Study) -> None:
+    """Give queued trials the grid id of their point: GridSampler then counts that point as taken."""
+    sampler = study.sampler
+    if not isinstance(sampler, optuna.samplers.GridSampler):
+        return
+    names = sampler._param_names
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        params = trial.system_attrs.get("fixed_params") or {}
+        if "grid_id" in trial.system_attrs or set(params) != set(names):
+            continue
+        point = tuple(params[name] for name in names)
+        if point in sampler._all_grids:
+            study._storage.set_trial_system_attr(trial._trial_id, "search_space", sampler._search_space)
+            study._storage.set_trial_system_attr(trial._trial_id, "grid_id", sampler._all_grids.index(point))
+
+
+def exact_hypervolume(front: np.ndarray, reference: Sequence[float]) -> float:
     from optuna._hypervolume import compute_hypervolume  # exact WFG for 3 objectives
 
     return float(compute_hypervolume(front, np.asarray(reference, dtype=float)))

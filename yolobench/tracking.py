@@ -1,5 +1,6 @@
-"""MLflow: one experiment per sweep, one parent run per sweep, one child run per variant.
-The names of params, metrics and tags live here so that runs compare across targets."""
+"""MLflow: one experiment per sweep, one parent run per sweep, one child run per variant, one run per
+trained model. This is the only module that talks to MLflow: every param, metric and tag name and every
+filter string lives here, so runs compare across targets and an MLflow upgrade edits one file."""
 
 from __future__ import annotations
 
@@ -7,22 +8,47 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from yolobench.build import Built, Training
+    from yolobench.cache import Artifact
+    from yolobench.measure.harness import Measurement
+    from yolobench.runtimes.base import RunFacts, RuntimeInfo
+    from yolobench.space import Variant
+    from yolobench.spec import SweepSpec
+
+# --- names -------------------------------------------------------------------------------------------
 SWEEP_TAG = "yolobench.sweep"
 VARIANT_KEY_TAG = "yolobench.variant_key"
 ARTIFACT_KEY_TAG = "yolobench.artifact_key"
+LABEL_TAG = "yolobench.label"
 ERROR_TAG = "yolobench.error"
 UNSTABLE_TAG = "yolobench.unstable"  # "true": inference CV stayed above measure.cv_threshold after a re-measure
 PARETO_TAG = "yolobench.pareto"
 PARENT_OF_TAG = "yolobench.parent_of"  # on a parent run: which study (storage and sweep name) it belongs to
+TRAINING_TAG = "yolobench.training"  # "true" on a training run
 TRAINING_KEY_TAG = "yolobench.training_key"  # on a training run: the trained model's cache key
 TRAINING_RUN_TAG = "yolobench.training_run_id"  # on a variant: the run that trained its weights
+BUILD_KEY_TAG = "yolobench.build_key"
+MODEL_LOGGED_TAG = "yolobench.model_logged"  # artifact key of the model logged under model/ by this run
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+
+# runtime facts
+EXPORT_FUSIONS_TAG = "yolobench.export_fusions"
+RUNTIME_FUSION_TAG = "yolobench.runtime_fusion"
+INT8_UNFUSED_TAG = "yolobench.int8_unfused"
+ORT_FUSIONS_TAG = "yolobench.ort_fusions"
+
+MODEL_ARTIFACT_DIR = "model"  # MLflow artifact folder of the runtime's input model (for --measure-only hosts)
+COMPILED_ARTIFACT_DIR = "compiled"
+RESULT_METRICS = ("latency_ms_p50", "map50_95")  # a FINISHED child run without both was never completed
 
 
 def default_tracking_uri(home: Path) -> str:
@@ -33,9 +59,113 @@ def _is_local(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("sqlite:", "file:", "/")) or "://" not in tracking_uri
 
 
+# --- what one variant's run holds ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a variant's run logs, assembled without touching MLflow (so it is tested in ms)."""
+
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    files: list[tuple[Path, str]] = field(default_factory=list)  # (file, artifact folder)
+    json_files: list[tuple[Any, str, str]] = field(default_factory=list)  # (payload, file name, artifact folder)
+
+
+def _provider(spec: SweepSpec) -> str:
+    """The execution provider, for runtimes that have one (ONNX Runtime); '' for the others."""
+    return str(spec.runtime.model_dump().get("provider", ""))
+
+
+def parent_params(spec: SweepSpec, space: Any, hv_reference: Sequence[float]) -> dict[str, Any]:
+    """The parent run's params: the sweep as a whole."""
+    search = spec.search
+    return {"target": spec.target, "runtime": spec.runtime.name, "provider": _provider(spec),
+            "variants": space.count() or "continuous", "baseline": space.baseline.label,
+            "axes": json.dumps(spec.axes.model_dump(exclude_none=True)), "search_mode": search.mode,
+            "sampler": search.sampler if search.mode == "pareto" else "grid",
+            "objectives": ",".join(f"{o.metric}:{o.resolved_direction}" for o in search.objectives),
+            "hv_reference": json.dumps(list(hv_reference)),
+            "hv_normalisation": "minimised metric / baseline's value; 1 - mAP"}
+
+
+def variant_params(spec: SweepSpec, variant: Variant, model_name: str) -> dict[str, Any]:
+    """The params every variant run has, a FAILED one too."""
+    return {**variant.as_dict(), "runtime": spec.runtime.name, "provider": _provider(spec),
+            "model": model_name, "data": Path(spec.data.yaml).name if spec.data.yaml else "synthetic"}
+
+
+def _export_fusions(lineage: Sequence[Mapping[str, Any]]) -> str:
+    """The exporter's own optimisations this artifact went through, e.g. 'batchnorm_folded_into_conv,...'."""
+    export = next((m for m in lineage if m.get("stage") == "export"), {})
+    return ",".join(entry["name"] for entry in export.get("applied_by_default", [])) or "none"
+
+
+def build_seconds(lineage: Sequence[Mapping[str, Any]], compiled: Artifact | None) -> float:
+    """Time to build what this variant needed, stage by stage (export, precision, compile), as each stage's
+    manifest recorded it when it was built: the same figure on every rerun. Weights and training are
+    shared by many variants and reported on the training run."""
+    stages = [m for m in lineage if m.get("stage") not in ("weights", "train")]
+    if compiled is not None:
+        stages.append(compiled.manifest)
+    return float(sum(float(m.get("build_s", 0.0)) for m in stages))
+
+
+def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: Built, compiled: Artifact | None,
+                   measurement: Measurement, facts: RunFacts, baseline: Mapping[str, float] | None, *,
+                   is_baseline: bool = False, files: Sequence[tuple[Path, str]] = ()) -> RunRecord:
+    """A measured variant as its MLflow run: params, metrics, tags and files. `baseline` is the baseline's
+    metrics (None while it is not measured); the baseline itself is its own reference. `files` are logged
+    as they are (the runnable model under compiled/, what was scored under accuracy/)."""
+    export = next((m for m in built.lineage if m["stage"] == "export"), {})
+    metrics = measurement.metrics()
+    metrics["model_size_mb"] = built.model.path.stat().st_size / 2**20
+    metrics["params"] = float(export.get("params", 0))
+    metrics["gflops"] = float(export.get("gflops", 0))
+    metrics["build_s"] = build_seconds(built.lineage, compiled)
+    reference = metrics if is_baseline else baseline
+    if reference:
+        metrics["speedup_vs_baseline"] = reference["latency_ms_p50"] / metrics["latency_ms_p50"]
+        metrics["map50_95_delta_vs_baseline"] = metrics["map50_95"] - reference["map50_95"]
+    session = measurement.session_info
+    cpus = measurement.cpus_used
+    params = {**variant_params(spec, variant, built.model_name), "threads": session.get("threads", ""),
+              "providers": session.get("providers", ""),
+              "cpu_affinity": ",".join(map(str, cpus)) if cpus is not None else "unknown", **facts.params}
+    tags = {ARTIFACT_KEY_TAG: built.model.key, LABEL_TAG: variant.label,
+            UNSTABLE_TAG: str(measurement.latency.unstable).lower(), EXPORT_FUSIONS_TAG: _export_fusions(built.lineage),
+            **({RUNTIME_FUSION_TAG: info.mandatory_fusion} if info.mandatory_fusion else {}), **facts.tags}
+    lineage = ([compiled.manifest] if compiled is not None else []) + list(built.lineage)
+    return RunRecord(params=params, metrics=metrics, tags=tags, files=list(files),
+                     json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR)])
+
+
+def training_record(training: Training) -> RunRecord:
+    manifest = training.artifact.manifest
+    metrics = {f"train_{k}": float(v) for k, v in (manifest.get("metrics") or {}).items()}
+    metrics["train_s"] = float(manifest.get("train_s", manifest.get("build_s", 0.0)))
+    return RunRecord(params={k: v for k, v in training.description.items() if v is not None}, metrics=metrics,
+                     tags={}, json_files=[(manifest, "manifest.json", "")])
+
+
+# --- filters --------------------------------------------------------------------------------------------
+def _quoted(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def tag_filter(tags: Mapping[str, str], finished_only: bool = False) -> str:
+    clauses = [f"tags.`{name}` = {_quoted(value)}" for name, value in tags.items()]
+    if finished_only:
+        clauses.append("attributes.status = 'FINISHED'")
+    return " and ".join(clauses)
+
+
 @dataclass
 class Tracker:
-    """A thin layer over MlflowClient: explicit run ids, no global active-run state."""
+    """The one door to MLflow, over MlflowClient with explicit run ids (no global active-run state).
+
+    Contract: every write names its run; writes that several workers may make at once on a shared store
+    (tags of the front, the parent election) retry; `settle_parent` makes workers that start together agree
+    on one parent run; `training_run` and model publishing are idempotent (found again by their key)."""
 
     tracking_uri: str
     artifact_root: Path | None = None  # for a local store: where run artifacts go
@@ -44,68 +174,130 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # sweeps run offline; nothing phones home
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client = MlflowClient(tracking_uri=self.tracking_uri)
 
+    # experiments and runs
     def experiment_id(self, name: str) -> str:
-        experiment = self.client.get_experiment_by_name(name)
+        experiment = self._client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
+                self._client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         location = None
         if self.artifact_root is not None and _is_local(self.tracking_uri):
             location = (Path(self.artifact_root) / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self._client.create_experiment(name, artifact_location=location)
+
+    def existing_experiment_id(self, name: str) -> str | None:
+        experiment = self._client.get_experiment_by_name(name)
+        return None if experiment is None else experiment.experiment_id
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self._client.search_experiments()]
+
+    def run(self, run_id: str) -> Run:
+        return self._client.get_run(run_id)
 
     def run_exists(self, run_id: str | None) -> bool:
         if not run_id:
             return False
         try:
-            run = self.client.get_run(run_id)
+            run = self._client.get_run(run_id)
         except Exception:  # MlflowException for an unknown id, on any store
             return False
         return run.info.lifecycle_stage == "active"
 
-    def open_parent(self, experiment_id: str, sweep_name: str, run_id: str | None, params: Mapping[str, Any],
-                    tags: Mapping[str, str]) -> str:
-        """Reopen the sweep's parent run if it still exists, else start one."""
-        if self.run_exists(run_id):
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name, **tags})
-        self.log(run.info.run_id, params=params)
-        return run.info.run_id
+    def find_runs(self, experiment_ids: Sequence[str], *, tags: Mapping[str, str], finished_only: bool = False,
+                  newest_first: bool = False, limit: int = 50000) -> list[Run]:
+        """Runs carrying every tag given; MLflow takes at most 100 experiments a call, so they go in chunks."""
+        order = ["attributes.start_time DESC"] if newest_first else None
+        runs: list[Run] = []
+        ids = list(experiment_ids)
+        for start in range(0, len(ids), 100):
+            runs += self._client.search_runs(ids[start:start + 100], filter_string=tag_filter(tags, finished_only),
+                                             max_results=limit, order_by=order)
+        return runs
 
-    def child_runs(self, experiment_id: str, parent_id: str) -> dict[str, Any]:
+    def child_runs(self, experiment_id: str, parent_id: str) -> dict[str, Run]:
         """Active child runs of the parent, by variant key."""
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=50000
-        )
+        runs = self.find_runs([experiment_id], tags={PARENT_TAG: parent_id})
         return {run.data.tags[VARIANT_KEY_TAG]: run for run in runs if VARIANT_KEY_TAG in run.data.tags}
 
-    def start_child(self, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, **tags})
-        return run.info.run_id
+    def tidy_children(self, experiment_id: str, parent_id: str, keep: set[str]) -> dict[str, Run]:
+        """Delete the parent's unfinished child runs (a killed sweep's) except those of `keep`'s keys;
+        return the FINISHED ones with results (by variant key), which the study may never have been told."""
+        pending = {k: run for k, run in self.child_runs(experiment_id, parent_id).items() if k not in keep}
+        finished = finished_results(pending.values())
+        for key, run in pending.items():
+            if key not in finished and run.info.status != "FAILED":
+                self.discard(run.info.run_id)
+        return finished
 
+    def start_child(self, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
+        return self._client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, **tags}).info.run_id
+
+    # the parent run
+    def settle_parent(self, experiment_id: str, sweep_name: str, study: str, previous_id: str | None,
+                      params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """The sweep's parent run: the one the study remembers if it still exists, else a new one. Workers
+        that start together may each create one; all settle on the earliest run carrying this study's tag
+        (set when the run is created, so a run is never seen untagged), and a worker whose run lost deletes it."""
+        if self.run_exists(previous_id):
+            mine = previous_id
+            self._client.update_run(mine, status="RUNNING")
+            self.set_tag(mine, PARENT_OF_TAG, study)  # a parent reopened from before the tag
+        else:
+            mine = self._client.create_run(experiment_id, run_name=sweep_name,
+                                           tags={SWEEP_TAG: sweep_name, PARENT_OF_TAG: study, **tags}).info.run_id
+            self.log(mine, params=params)
+        candidates = self.find_runs([experiment_id], tags={PARENT_OF_TAG: study}, limit=100)
+        chosen = min(candidates, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
+        if chosen != mine:
+            self.discard(mine)
+            self._client.update_run(chosen, status="RUNNING")
+        return chosen
+
+    # training runs
+    def training_run(self, experiment_id: str, training: Training, tags: Mapping[str, str]) -> str:
+        """Each trained model is an MLflow run of its own, found again by its cache key (never logged twice)."""
+        key = training.artifact.key
+        existing = self.find_runs([experiment_id], tags={TRAINING_KEY_TAG: key}, limit=1)
+        if existing:
+            return existing[0].info.run_id
+        run_id = self._client.create_run(
+            experiment_id, run_name=f"train {training.description.get('cfg', '')}",
+            tags={TRAINING_KEY_TAG: key, TRAINING_TAG: "true", **tags}).info.run_id
+        self.log_record(run_id, training_record(training))
+        self.finish(run_id)
+        return run_id
+
+    # writing
     def log(self, run_id: str, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
             tags: Mapping[str, str] | None = None, step: int = 0) -> None:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
-        self.client.log_batch(
+        self._client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
+    def log_record(self, run_id: str, record: RunRecord) -> None:
+        self.log(run_id, params=record.params, metrics=record.metrics, tags=record.tags)
+        for path, folder in record.files:
+            self.log_file(run_id, path, folder or None)
+        for payload, name, folder in record.json_files:
+            self.log_json(run_id, payload, name, folder or None)
+
     def set_tag(self, run_id: str, key: str, value: str, attempts: int = 5) -> None:
         """Set a tag another worker may be setting at the same moment (the front's tags move as each
         worker finishes a variant): on a shared store both may insert it at once, and one insert fails."""
         for attempt in range(attempts):
             try:
-                self.client.set_tag(run_id, key, value)
+                self._client.set_tag(run_id, key, value)
                 return
             except Exception:  # MlflowException wrapping the store's IntegrityError; any store
                 if attempt == attempts - 1:
@@ -113,7 +305,10 @@ class Tracker:
                 time.sleep(0.2 * (attempt + 1))
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self._client.log_artifacts(run_id, str(folder), artifact_path)
 
     def log_json(self, run_id: str, payload: Any, filename: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -121,9 +316,42 @@ class Tracker:
             target.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
             self.log_file(run_id, target, artifact_path)
 
+    def download(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        return Path(self._client.download_artifacts(run_id, artifact_path, str(destination)))
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        self._client.set_terminated(run_id, status=status)
+
+    def fail_run(self, run_id: str, reason: str, params: Mapping[str, Any] | None = None) -> None:
+        """End a run as FAILED with the reason as its error tag (and what it was, where known)."""
+        self.log(run_id, params=params, tags={ERROR_TAG: reason[:5000]})
+        self.finish(run_id, "FAILED")
 
     def discard(self, run_id: str) -> None:
-        """Remove a child run a killed sweep left unfinished, so the rerun leaves no duplicate."""
-        self.client.delete_run(run_id)
+        """Remove a run a killed sweep left unfinished (or a superseded one), so no duplicate stays."""
+        self._client.delete_run(run_id)
+
+    def discard_failed(self, experiment_id: str, parent_id: str, variant_key: str, keep: str) -> None:
+        """After a retried variant finished, its earlier FAILED runs go, so the UI shows one run per variant."""
+        runs = self.find_runs([experiment_id], tags={PARENT_TAG: parent_id, VARIANT_KEY_TAG: variant_key})
+        for run in runs:
+            if run.info.run_id != keep and run.info.status == "FAILED":
+                self.discard(run.info.run_id)
+
+    def tag_front(self, on_front: Mapping[str, bool], known: dict[str, str]) -> None:
+        """Tag the runs on the front (and untag those that left it); `known` caches the tags already set."""
+        for run_id, front in on_front.items():
+            wanted = "true" if front else "false"
+            if known.get(run_id) != wanted:
+                self.set_tag(run_id, PARETO_TAG, wanted)
+                known[run_id] = wanted
+
+    def front_tags(self, experiment_id: str, parent_id: str) -> dict[str, str]:
+        return {run.info.run_id: run.data.tags.get(PARETO_TAG, "")
+                for run in self.child_runs(experiment_id, parent_id).values()}
+
+
+def finished_results(runs: Iterable[Run]) -> dict[str, Run]:
+    """Runs (by variant key) that finished with a result: measured before a kill, told to no study."""
+    return {run.data.tags[VARIANT_KEY_TAG]: run for run in runs
+            if run.info.status == "FINISHED" and set(RESULT_METRICS) <= set(run.data.metrics)}

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
+
+from yolobench.errors import DataUnavailable
+from yolobench.keys import digest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -85,3 +89,45 @@ def read_labels(image_path: Path) -> np.ndarray:
     if not rows:
         return np.zeros((0, 5), np.float32)
     return np.array([[float(v) for v in row[:5]] for row in rows], np.float32)
+
+
+def resolve_data_yaml(data: Any, home: Path) -> Path:
+    """The sweep's data set on disk (`data` is the sweep file's data section): made here if synthetic,
+    else a local file, else Ultralytics' download where the build extra and internet are there."""
+    if data.synthetic is not None:
+        from yolobench.data.synthetic import make_synthetic_dataset
+
+        settings = data.synthetic.model_dump()
+        return make_synthetic_dataset(Path(home) / "data" / f"synthetic-{digest(settings, length=12)}", **settings)
+    path = Path(data.yaml)
+    if path.is_file():
+        return path.resolve()
+    try:
+        from ultralytics.data.utils import check_det_dataset
+    except ImportError:
+        raise DataUnavailable(
+            f"data.yaml {data.yaml!r} is not a file here, and fetching it needs the build extra "
+            "(pip install 'yolobench[build]') and internet; or point data.yaml at a local data yaml"
+        ) from None
+    from yolobench.stages.weights import hub_reachable
+
+    if not hub_reachable():
+        raise DataUnavailable(
+            f"data set {data.yaml!r} is not on disk and cannot be downloaded (no internet). "
+            "Download it on a machine with internet and point data.yaml at its local data yaml, "
+            "or use data.synthetic for an offline run"
+        )
+    return Path(check_det_dataset(data.yaml)["yaml_file"]).resolve()
+
+
+def open_dataset(data: Any, home: Path) -> DataSet:
+    """The sweep's data set, checked before any store is opened: a missing split stops the sweep with
+    one message naming the file, not a traceback."""
+    yaml_path = resolve_data_yaml(data, home)
+    try:
+        dataset = load_dataset(yaml_path)
+    except (FileNotFoundError, KeyError, yaml.YAMLError) as error:
+        raise DataUnavailable(f"data set {yaml_path}: {error}") from None
+    if not dataset.val_images:
+        raise DataUnavailable(f"the val split of {yaml_path} has no images")
+    return dataset

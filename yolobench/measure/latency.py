@@ -135,24 +135,12 @@ def measure_latency(
     `sampler` samples resource use during the timed phase only."""
     if len(images) == 0:
         raise ValueError("measure_latency needs at least one image")
-    shapes = [image.shape[:2] for image in images]
-
-    def one_iteration(index: int) -> tuple[float, float, float, float]:
-        image, shape = images[index % len(images)], shapes[index % len(shapes)]
-        start = clock()
-        tensor, transform = to_input_tensor(image, imgsz)
-        preprocessed = clock()
-        output = infer(tensor)
-        inferred = clock()
-        detections = decode_yolo11(output, conf, iou, max_det)
-        transform.boxes_to_original(detections.boxes, shape)
-        return start, preprocessed, inferred, clock()
-
+    iteration = _Iteration(infer, images, imgsz, clock, conf, iou, max_det)
     warmup_start, warmup_runs = clock(), 0
     while not phase_done(
         warmup_runs, clock() - warmup_start, settings.warmup_runs, settings.warmup_seconds, settings.max_runs
     ):
-        one_iteration(warmup_runs)
+        iteration(warmup_runs)
         warmup_runs += 1
 
     pre: list[float] = []
@@ -164,21 +152,40 @@ def measure_latency(
         timed_start = clock()
         now = timed_start
         while not phase_done(len(inf), now - timed_start, settings.min_runs, settings.min_seconds, settings.max_runs):
-            start, preprocessed, inferred, now = one_iteration(len(inf))
+            start, preprocessed, inferred, now = iteration(len(inf))
             pre.append(preprocessed - start)
             inf.append(inferred - preprocessed)
             post.append(now - inferred)
     finally:
         resources = sampler.stop() if sampler is not None else {}
-    to_ms = 1000.0
-    return LatencyResult(
-        preprocess_ms=np.asarray(pre) * to_ms,
-        inference_ms=np.asarray(inf) * to_ms,
-        postprocess_ms=np.asarray(post) * to_ms,
-        timed_seconds=now - timed_start,
-        warmup_runs=warmup_runs,
-        resources=resources,
-    )
+    return LatencyResult(preprocess_ms=np.asarray(pre) * 1000.0, inference_ms=np.asarray(inf) * 1000.0,
+                         postprocess_ms=np.asarray(post) * 1000.0, timed_seconds=now - timed_start,
+                         warmup_runs=warmup_runs, resources=resources)
+
+
+@dataclass(frozen=True)
+class _Iteration:
+    """One pass of the timed pipeline on image `index` (cycled): returns its four clock readings."""
+
+    infer: Callable[[np.ndarray], np.ndarray]
+    images: Sequence[np.ndarray]
+    imgsz: int
+    clock: Callable[[], float]
+    conf: float
+    iou: float
+    max_det: int
+
+    def __call__(self, index: int) -> tuple[float, float, float, float]:
+        image = self.images[index % len(self.images)]
+        clock = self.clock
+        start = clock()
+        tensor, transform = to_input_tensor(image, self.imgsz)
+        preprocessed = clock()
+        output = self.infer(tensor)
+        inferred = clock()
+        detections = decode_yolo11(output, self.conf, self.iou, self.max_det)
+        transform.boxes_to_original(detections.boxes, image.shape[:2])
+        return start, preprocessed, inferred, clock()
 
 
 @dataclass(frozen=True, eq=False)

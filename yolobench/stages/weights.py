@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from yolobench.cache import Artifact, ArtifactCache, BuildOutput, file_sha256
+from yolobench.errors import SweepStopped
 from yolobench.stages.ultralytics_env import ensure_prepared
 
 STAGE = "weights"
@@ -22,8 +23,8 @@ DOWNLOAD_HOST = ("github.com", 443)  # Ultralytics' official weights are GitHub 
 REACHABILITY_TIMEOUT_S = 3.0
 
 
-class WeightsUnavailable(RuntimeError):
-    """The weights are neither on disk nor downloadable from here."""
+class WeightsUnavailable(SweepStopped):
+    """The weights are neither on disk nor downloadable from here: no variant can do better, so the sweep stops."""
 
 
 def _is_official_name(weights: str) -> bool:
@@ -136,3 +137,14 @@ def resolve_weights(cache: ArtifactCache, weights: str) -> Artifact:
     if cached is not None:
         return cached
     return _download_official(cache, weights)
+
+
+def check_weights(cache: ArtifactCache, weights: str) -> None:
+    """Before a sweep starts: raise WeightsUnavailable where `resolve_weights` would, without downloading."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return
+    if not _is_official_name(weights):
+        resolve_weights(cache, weights)  # raises with what to do
+    if _cached_official(cache, weights) is None and (reason := _unreachable_reason()) is not None:
+        raise WeightsUnavailable(_what_to_do(weights, reason))

@@ -1,0 +1,56 @@
+"""What a sweep is run with (where its stores are, what to retry) and what it reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yolobench.tracking import default_tracking_uri
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    home: Path = Path("mlruns")
+    tracking_uri: str | None = None
+    storage: str | None = None
+    experiment: str | None = None
+    cache_dir: Path | None = None
+    retry_failed: bool = False
+    measure_only: bool = False  # take every model from the cache folder or MLflow; never build (no torch needed)
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or default_tracking_uri(self.home)
+
+    @property
+    def resolved_storage(self) -> str:
+        return self.storage or f"sqlite:///{(self.home / 'optuna.db').resolve()}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+
+@dataclass
+class SweepSummary:
+    sweep: str
+    experiment: str
+    tracking_uri: str
+    storage: str
+    parent_run_id: str = ""
+    total: int = 0
+    measured: int = 0
+    reused: int = 0
+    failed: int = 0  # failed in this run
+    already_done: int = 0
+    failed_before: int = 0  # recorded as failed by an earlier run (not retried: --retry-failed)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failed == 0 and self.failed_before == 0
+
+    def nothing_left(self, grid: bool) -> str:
+        done = "done" if grid else "done or the budget spent"
+        failed = f"; {self.failed_before} failed (--retry-failed runs them again)" if self.failed_before else ""
+        return f"nothing left to do: every variant {done}{failed}"
