@@ -1,4 +1,4 @@
-"""Harness overhead: yolobench's reported inference p50 (measure_latency as a sweep runs it, resource
+"""Harness overhead: yolobench's reported inference p50 (time_session, timed as a sweep times, resource
 sampler on) against a bare `InferenceSession.run` loop, same ONNX, same ORT options, same process,
 interleaved in many short rounds (ABBA order) so that load from other processes on a shared machine
 hits both sides alike. Exits 1 if the ratio of the pooled p50s exceeds 1.05.
@@ -22,7 +22,9 @@ if __package__ in (None, ""):
 
 from benchmarks._common import bench_model  # noqa: E402
 from yolobench.data.letterbox import to_input_tensor  # noqa: E402
-from yolobench.measure.latency import LatencySettings, measure_latency  # noqa: E402
+from yolobench.measure.harness import time_session  # noqa: E402
+from yolobench.measure.latency import LatencySettings  # noqa: E402
+from yolobench.spec import MeasureSpec  # noqa: E402
 from yolobench.measure.resources import ResourceSampler  # noqa: E402
 
 LIMIT = 1.05
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     images = [cv2.imread(str(p)) for p in model.dataset.val_images[:IMAGES]]
     tensors = [to_input_tensor(image, args.imgsz)[0] for image in images]
     settings = LatencySettings(warmup_runs=3, warmup_seconds=0.0, min_runs=args.runs, min_seconds=args.seconds)
+    # The sweep's own timed phase (time_session), with a CV threshold no round reaches: one attempt per round.
+    measure = MeasureSpec(warmup_runs=3, warmup_seconds=0.0, min_runs=args.runs, min_seconds=args.seconds,
+                          cv_threshold=1e9)
     work_dir = tempfile.TemporaryDirectory()
     session = yolobench_session(onnx, model.cache, args.imgsz, args.ort_level, args.threads, Path(work_dir.name))
     bare = bare_session(onnx.path, args.ort_level, args.threads)
@@ -101,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
           f"threads {args.threads}, {args.rounds} rounds of >= {args.runs} runs and {args.seconds} s per side")
     for round_index in range(args.rounds):
         def harness() -> None:
-            result = measure_latency(session.infer, images, args.imgsz, settings, sampler=ResourceSampler())
-            harness_ms.append(result.inference_ms)
+            timing = time_session(session, images, args.imgsz, measure, sampler=ResourceSampler())
+            harness_ms.append(timing.latency.result.inference_ms)
 
         def reference() -> None:
             bare_ms.append(bare_loop(bare, input_name, tensors, settings))
@@ -122,7 +127,7 @@ def report(harness_ms: list[np.ndarray], bare_ms: list[np.ndarray], round_ratios
     harness_p50 = float(np.median(np.concatenate(harness_ms)))
     bare_p50 = float(np.median(np.concatenate(bare_ms)))
     ratio = harness_p50 / bare_p50
-    print(f"yolobench inference p50 {harness_p50:.3f} ms  (measure_latency, resource sampler on)")
+    print(f"yolobench inference p50 {harness_p50:.3f} ms  (time_session as a sweep times, resource sampler on)")
     print(f"bare InferenceSession.run p50 {bare_p50:.3f} ms")
     low, middle, high = np.percentile(round_ratios, [25, 50, 75])
     print(f"per-round ratios: median {middle:.3f}, quartiles {low:.3f}..{high:.3f}  (spread = machine noise)")

@@ -81,7 +81,7 @@ def test_map_agrees_with_ultralytics_val_on_the_same_onnx(measured) -> None:
     prepare_ultralytics(home / "ultralytics")
     onnx = sweep.cache.lookup("export", run.data.tags[tracking.ARTIFACT_KEY_TAG])
     assert onnx is not None
-    check = cross_check(sweep.cache, onnx, sweep.data_yaml, IMGSZ, multi_label=sweep.spec.measure.multi_label)
+    check = cross_check(sweep.cache, onnx, sweep.dataset.yaml_path, IMGSZ, multi_label=sweep.spec.measure.multi_label)
     print(f"yolobench mAP50-95 {check.yolobench_map50_95:.4f}, Ultralytics val {check.ultralytics_map50_95:.4f}")
     assert check.ultralytics_map50_95 > 0.1
     assert abs(check.delta) <= TOLERANCE

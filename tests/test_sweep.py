@@ -80,7 +80,7 @@ def test_report_prints_every_variant_and_marks_the_front(seeded_home: Path, tmp_
     import yaml
 
     from yolobench.cli import main
-    from yolobench.search import non_dominated
+    from yolobench.pareto import non_dominated
 
     spec = {**TINY_SWEEP, "axes": {**TINY_SWEEP["axes"], "imgsz": [96]}}
     spec_path = tmp_path / "tiny.yaml"
@@ -118,7 +118,7 @@ def test_failing_variant_does_not_stop_the_sweep(seeded_home: Path) -> None:
                                                      "ort_level": "all"}}, seeded_home)  # fmt: skip
     # Make the fp16 model unreadable: a variant whose artifact ONNX Runtime cannot load.
     fp16 = builder.build(Variant.of(["scale", "precision", "imgsz", "ort_level"],
-                                    {"scale": "n", "precision": "fp16", "imgsz": 64, "ort_level": "all"}))
+                                    {"scale": "n", "precision": "fp16", "imgsz": 64, "ort_level": "all"})).model
     fp16.path.write_bytes(b"not an onnx model")
 
     summary = Sweep(spec, SweepSettings(home=seeded_home)).run()

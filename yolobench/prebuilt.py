@@ -102,7 +102,7 @@ class PrebuiltBuilder:
     index first, then in MLflow. What comes from MLflow is put into the local cache under its own key (so
     compiling runtimes key their blobs and engines on it) and indexed, so the next run finds it locally."""
 
-    def __init__(self, spec: SweepSpec, cache: ArtifactCache, tracker: Tracker, experiment_id: str) -> None:
+    def __init__(self, spec: SweepSpec, cache: ArtifactCache, tracker: Tracker, experiment_id: str | None) -> None:
         self.spec = spec
         self.cache = cache
         self.tracker = tracker
@@ -162,7 +162,8 @@ class PrebuiltBuilder:
 
     def _experiments(self) -> list[str]:
         """The sweep's experiment first, then every other active one (a build sweep may have had another name)."""
-        return [self.experiment_id, *(e for e in self.tracker.experiment_ids() if e != self.experiment_id)]
+        others = [e for e in self.tracker.experiment_ids() if e != self.experiment_id]
+        return [self.experiment_id, *others] if self.experiment_id is not None else others
 
     def _from_mlflow(self, key: str, axes: dict[str, Any]) -> Located | None:
         run = _logged_run(self.tracker, self._experiments(), key)

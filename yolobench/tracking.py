@@ -55,6 +55,10 @@ def default_tracking_uri(home: Path) -> str:
     return f"sqlite:///{(Path(home) / 'mlflow.db').resolve()}"
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
 def _is_local(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("sqlite:", "file:", "/")) or "://" not in tracking_uri
 
@@ -174,7 +178,18 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # sweeps run offline; nothing phones home
         from mlflow.tracking import MlflowClient
 
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        database = _sqlite_path(self.tracking_uri)
+        if database is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            return
+        # Two processes that open a fresh SQLite store together both run MLflow's schema migrations, and one
+        # fails half-way; one at a time, the second finds the tables made.
+        from yolobench.cache import file_lock
+
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(database.with_name(database.name + ".lock")):
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client.search_experiments(max_results=1)
 
     # experiments and runs
     def experiment_id(self, name: str) -> str:

@@ -73,15 +73,22 @@ def kept_timed_calls(calls_before: int, calls_after: int, latency: CheckedLatenc
     return first, count
 
 
-def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: MeasureSpec,
-                    cpu_affinity: Sequence[int] | None = None,
-                    sampler: ResourceSampler | None = None) -> Measurement:
-    """Time the session, then score it; the session stays open (the caller closes it)."""
+@dataclass(frozen=True)
+class Timing:
+    latency: CheckedLatency
+    phases: dict[str, float]
+    cpus_used: list[int] | None
+
+
+def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int, measure: MeasureSpec,
+                 cpu_affinity: Sequence[int] | None = None, sampler: ResourceSampler | None = None) -> Timing:
+    """The timed phase as a sweep runs it: pinned to the sweep's CPUs, resources sampled, re-measured once
+    when the times scatter; with the device phases of the calls it kept."""
     timings = session.phase_timings
     calls_before = len(timings) if timings is not None else 0
     with pinned_to_cpus(cpu_affinity) as cpus_used:
         latency = measure_latency_checked(
-            session.infer, data.latency_images, imgsz, latency_settings(measure),
+            session.infer, images, imgsz, latency_settings(measure),
             cv_threshold=measure.cv_threshold, sampler=sampler or ResourceSampler(),
         )
     phases: dict[str, float] = {}
@@ -89,7 +96,15 @@ def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: M
         first, count = kept_timed_calls(calls_before, len(timings), latency)
         if count > 0 and first >= 0 and first + count <= len(timings):
             phases = timings.metrics(first, count)
+    return Timing(latency, phases, cpus_used)
+
+
+def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: MeasureSpec,
+                    cpu_affinity: Sequence[int] | None = None,
+                    sampler: ResourceSampler | None = None) -> Measurement:
+    """Time the session, then score it through the same session; the caller closes it."""
+    timing = time_session(session, data.latency_images, imgsz, measure, cpu_affinity, sampler)
     accuracy = evaluate(session.infer, data.val_images, data.names, imgsz, conf=measure.conf, iou=measure.iou,
                         max_det=measure.max_det, multi_label=measure.multi_label)
-    return Measurement(latency=latency, accuracy=accuracy, phases=phases, runtime_metrics=session.metrics(),
-                       session_info=session.info(), cpus_used=cpus_used)
+    return Measurement(latency=timing.latency, accuracy=accuracy, phases=timing.phases,
+                       runtime_metrics=session.metrics(), session_info=session.info(), cpus_used=timing.cpus_used)
