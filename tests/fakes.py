@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class FakeSession(SessionBase):
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         self.calls += 1
+        delay_ms = FakeRuntime.delay_ms * FakeRuntime.slowdown
+        if delay_ms:
+            time.sleep(delay_ms / 1000.0)
         anchors = sum((self.imgsz // stride) ** 2 for stride in (8, 16, 32))
         return np.zeros((1, 4 + NUM_CLASSES, anchors), np.float32)
 
@@ -68,10 +72,13 @@ class FakeRuntime(Runtime):
     behaviours: list[Behaviour] = []  # set by tests through FakeRuntime.on(...)
     opened: list[dict[str, Any]] = []  # the axes of every open, in order
     sessions: list[FakeSession] = []
+    delay_ms: float = 0.0  # each inference sleeps delay_ms * slowdown (a machine that drifts, in a test)
+    slowdown: float = 1.0
 
     @classmethod
     def reset(cls) -> None:
         cls.behaviours, cls.opened, cls.sessions = [], [], []
+        cls.delay_ms, cls.slowdown = 0.0, 1.0
 
     @classmethod
     def on(cls, when: Mapping[str, Any], action: Callable[[], Any]) -> None:
@@ -149,7 +156,10 @@ def fake_sweep_file(**changes: Any) -> dict[str, Any]:
         "data": {"synthetic": {"train_images": 2, "val_images": 3, "image_size": 64, "seed": 0}},
         "axes": {"scale": ["n"], "precision": ["fp32", "fp16"], "imgsz": [64], "knob": [1, 2]},
         "baseline": {"scale": "n", "precision": "fp32", "imgsz": 64, "knob": 1},
-        "measure": {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 2, "min_seconds": 0.0},
+        # Other processes (a parallel test run, a build) must not slow these tests: no window is refused. The
+        # drift reference and the front's confirmation are tested on their own (tests/test_ranking.py).
+        "measure": {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 2, "min_seconds": 0.0, "foreign_limit": 1e9,
+                    "reference_every": 0, "reference_minutes": 0, "confirm": False},
     }
     spec.update(changes)
     return spec

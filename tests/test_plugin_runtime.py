@@ -87,7 +87,7 @@ def toy_sweep_file(tmp_path: Path, **changes) -> Path:
         "data": {"synthetic": {"train_images": 2, "val_images": 3, "image_size": 64, "seed": 0}},
         "axes": {"scale": ["n"], "precision": ["fp32", "fp16"], "imgsz": [32], "toy_speed": ["fast", "slow"]},
         "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "toy_speed": "slow"},
-        "measure": {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 2, "min_seconds": 0.0},
+        "measure": {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 2, "min_seconds": 0.0, "foreign_limit": 1e9},
         **changes,
     }
     path = tmp_path / "toy.yaml"

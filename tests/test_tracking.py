@@ -14,7 +14,8 @@ from yolobench.build import Built
 from yolobench.cache import ArtifactCache, BuildOutput
 from yolobench.measure.accuracy import AccuracyResult
 from yolobench.measure.harness import Measurement
-from yolobench.measure.latency import CheckedLatency, LatencyResult
+from yolobench.measure.latency import LatencyResult
+from yolobench.measure.windows import Window, WindowedLatency, WindowSettings
 from yolobench.runtimes import RunFacts
 from yolobench.runtimes.catalog import TENSORRT
 from yolobench.space import Space
@@ -22,10 +23,12 @@ from yolobench.spec import parse_spec
 
 
 def measurement(p50_ms: float, map50_95: float, unstable: bool = False) -> Measurement:
-    inference = np.full(20, p50_ms) if not unstable else np.array([p50_ms, 10 * p50_ms] * 10)
+    inference = np.full(21, p50_ms) if not unstable else np.array([p50_ms, 10 * p50_ms] * 10 + [p50_ms])
     result = LatencyResult(preprocess_ms=np.full(inference.size, 0.5), inference_ms=inference,
                            postprocess_ms=np.full(inference.size, 0.25), timed_seconds=1.0, warmup_runs=2)
-    latency = CheckedLatency(result, 1, 1, (result.latency_cv,), 0.10)
+    windows = tuple(Window(inference[i::3], inference[i::3], inference[i::3], 0.3, 3.0, i * 7) for i in range(3))
+    latency = WindowedLatency(result, windows, WindowSettings(), converged=not unstable, contended=False,
+                              kept_spans=((2, 7), (9, 7), (16, 7)), spread=0.0)
     accuracy = AccuracyResult(map50=0.9, map50_95=map50_95, precision=0.8, recall=0.7, num_images=3, num_detections=9)
     return Measurement(latency, accuracy, phases={}, runtime_metrics={"device_ms": 1.5},
                        session_info={"providers": "fake", "threads": 2}, cpus_used=[0, 1])
@@ -59,6 +62,8 @@ def test_a_variant_record_holds_its_params_metrics_tags_and_files(built: Built) 
     assert record.metrics["model_size_mb"] == pytest.approx(1.0) and record.metrics["params"] == 42.0
     assert record.metrics["device_ms"] == 1.5
     assert record.tags[tracking.UNSTABLE_TAG] == "false" and record.tags["t"] == "v"
+    assert record.tags[tracking.CONTENDED_TAG] == "false" and record.metrics["foreign_cpu_percent_mean"] == 3.0
+    assert record.metrics["latency_ms_p50_ci_low"] <= 5.0 <= record.metrics["latency_ms_p50_ci_high"]
     assert record.tags[tracking.EXPORT_FUSIONS_TAG] == "batchnorm_folded_into_conv"
     assert tracking.RUNTIME_FUSION_TAG not in record.tags  # the fake runtime fuses nothing by force
     assert record.files == [(built.model.path, "compiled")]
@@ -84,7 +89,7 @@ def test_build_time_sums_each_stage_s_recorded_figure_and_a_mandatory_fusion_is_
     stage_seconds = float(built.model.manifest["build_s"])
     assert record.metrics["build_s"] == pytest.approx(2 * stage_seconds)
     assert record.tags[tracking.RUNTIME_FUSION_TAG] == TENSORRT.mandatory_fusion
-    assert record.tags[tracking.UNSTABLE_TAG] == "true"
+    assert record.tags[tracking.UNSTABLE_TAG] == "true" and record.tags[tracking.HIGH_CV_TAG] == "true"
     lineage = record.json_files[0][0]["lineage"]
     assert lineage[0] is compiled.manifest  # the compiled artifact heads the run's lineage
 

@@ -23,7 +23,7 @@ from yolobench.errors import SweepStopped, VariantFailed
 from yolobench.keys import build_key, identity
 from yolobench.space import Variant
 from yolobench.spec import SweepSpec
-from yolobench.tracking import BUILD_KEY_TAG, MODEL_ARTIFACT_DIR, MODEL_LOGGED_TAG, Tracker
+from yolobench.tracking import BUILD_KEY_TAG, MODEL_ARTIFACT_DIR, MODEL_LOGGED_TAG, TRAINING_RUN_TAG, Tracker
 
 INDEX_DIR = "prebuilt"  # inside the cache root: one json per build key
 LINEAGE_NAME = "lineage.json"
@@ -87,6 +87,17 @@ def publish_model(tracker: Tracker, cache: ArtifactCache, experiment_id: str, ru
         (staging / LINEAGE_NAME).write_text(json.dumps(built.lineage, indent=2, sort_keys=True, default=str))
         tracker.log_folder(run_id, staging, MODEL_ARTIFACT_DIR)
     tracker.log(run_id, tags={MODEL_LOGGED_TAG: built.model.key})
+
+
+def record_provenance(tracker: Tracker, cache: ArtifactCache, experiment_id: str, run_id: str, spec: SweepSpec,
+                      variant: Variant, built: Built) -> None:
+    """Where a variant's model came from: published for measuring hosts, and the runs that trained it."""
+    from yolobench.measure.system import host_fingerprint
+
+    publish_model(tracker, cache, experiment_id, run_id, spec, variant, built)
+    training_ids = [tracker.training_run(experiment_id, t, host_fingerprint()) for t in built.trainings]
+    if training_ids:
+        tracker.log(run_id, tags={TRAINING_RUN_TAG: training_ids[0]})
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,12 @@ def update_front(study: Any, tracker: tracking.Tracker, parent_id: str, objectiv
                  baseline: dict[str, float] | None, known_tags: dict[str, str], step: int) -> None:
     """Tag the study's measured runs on the front (and untag those that left it); log the front's
     hypervolume on the parent run at `step` (the evaluations so far)."""
-    measured = search.measured_trials(study)
+    measured = search.results(study)
     if not baseline or not measured:
         return
-    metrics = [trial.user_attrs[search.TrialAttr.METRICS] for trial in measured]
-    points = [pareto.losses(m, objectives, baseline) for m in metrics]
+    points = [pareto.losses(result.metrics, objectives, baseline) for result in measured]
     front = set(pareto.non_dominated(points))
-    run_ids = [trial.user_attrs[search.TrialAttr.RUN_ID] for trial in measured]
-    tracker.tag_front({run_id: index in front for index, run_id in enumerate(run_ids)}, known_tags)
+    tracker.tag_front({result.run_id: index in front for index, result in enumerate(measured)}, known_tags)
     volume = pareto.hypervolume(points, pareto.reference_point(objectives))
     tracker.log(parent_id, metrics={"hypervolume": volume, "front_size": len(front),
                                     "variants_measured": len(measured)}, step=step)

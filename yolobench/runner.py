@@ -1,32 +1,32 @@
-"""The sweep loop: ask the study for a variant, build it (each stage cached), compile it for the
-runtime, open it, measure latency and accuracy through that one session, log one MLflow child run,
-and tell the study. Reruns resume: what is done is neither rebuilt, re-measured nor logged twice.
-
-The loop only sequences declared collaborators (a Builder, a Runtime, the Tracker, the study); each can
-be injected, which is how tests/test_runner.py drives every exit of a step in milliseconds."""
+"""The sweep loop: ask the study for a variant, build and compile it (each stage cached), open it, measure
+latency and accuracy through that one session, log one MLflow child run, tell the study; then confirm the
+front. Reruns resume. The loop only sequences declared collaborators (Builder, Runtime, Tracker, study),
+each injectable: tests/test_runner.py drives every exit of a step in milliseconds."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import traceback
-from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
 
 from yolobench import pareto, report, search, tracking
 from yolobench.build import Builder, LocalBuilder
+from yolobench.confirm import confirm_front
 from yolobench.cache import ArtifactCache
 from yolobench.data.dataset import open_dataset
+from yolobench.drift import DriftReference
 from yolobench.errors import SweepStopped, is_bug
-from yolobench.keys import key_of_params, study_identity, variant_key
+from yolobench.keys import build_key, key_of_params, study_identity, variant_key
 from yolobench.measure.accuracy import write_coco_json
+from yolobench.measure.energy import open_energy_meter
 from yolobench.measure.harness import EvalData, measure_session
+from yolobench.measure.reuse import AccuracyReuse
 from yolobench.measure.system import host_fingerprint
-from yolobench.prebuilt import PrebuiltBuilder, publish_model
+from yolobench.prebuilt import PrebuiltBuilder, record_provenance
 from yolobench.progress import Progress, result_line
+from yolobench.retime import Retimer
 from yolobench.runtimes import DecodeSettings, Runtime, get_runtime, runtime_info
 from yolobench.search import Outcome, TrialAttr, close_trial
 from yolobench.settings import SweepSettings, SweepSummary
@@ -69,12 +69,14 @@ class Sweep:
         self.tracker = self.tracker or tracking.Tracker(self.settings.resolved_tracking_uri,
                                                         artifact_root=self.settings.home / "artifacts")
         self.progress = Progress(self.summary.total, stream=self.stream)
-        if self.builder is None:
-            self.builder = (PrebuiltBuilder(self.spec, self.cache, self.tracker, None) if self.settings.measure_only
-                            else LocalBuilder(self.spec, self.cache, self.dataset.yaml_path, self.dataset,
-                                              self.progress.message, self.progress.exclude))
+        self.builder = self.builder or (
+            PrebuiltBuilder(self.spec, self.cache, self.tracker, None) if self.settings.measure_only else
+            LocalBuilder(self.spec, self.cache, self.dataset.yaml_path, self.dataset, self.progress.message,
+                         self.progress.exclude))
         self.builder.check(list(self.keys.values()) or [self.space.baseline])
         self.runtime = self.runtime or get_runtime(self.spec.runtime.name)
+        self.energy, self.reuse = open_energy_meter(), AccuracyReuse(self.settings.home / "probes")
+        self.retimer = Retimer(self.spec, self.info, self.builder, self.runtime, self.cache, self.decode, self.data)
 
     def _open_stores(self) -> str:
         self.experiment_id = self.tracker.experiment_id(self.experiment_name)
@@ -112,23 +114,30 @@ class Sweep:
     def _run(self, parent_id: str) -> None:
         state = search.study_state(self.study, self.settings.retry_failed)
         search.close_abandoned(self.study, state.interrupted)
-        # Child runs a killed sweep left: unfinished ones go; finished ones the study never heard of (killed
-        # between logging and telling) are told from MLflow, not re-measured.
         self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id,
                                                           keep=set(state.done) | state.running_elsewhere)
-        summary = self.summary
-        summary.failed_before = sum(trial.state == optuna.trial.TrialState.FAIL for trial in state.done.values())
-        summary.already_done = sum(k in state.done for k in self.keys) if self.grid else len(state.done)
+        summary = self.summary.note(state, self.keys, self.grid)
         if not self.grid:
             summary.total = self.progress.total = self.spec.search.budget.trials or self.space.count() or 0
         self.progress.done = summary.already_done if self.grid else min(self._evaluations(), summary.total)
-        if not self._more_to_do(state, time.monotonic()):
-            return self.progress.message(summary.nothing_left(self.grid))
+        self._front = self.tracker.front_tags(self.experiment_id, parent_id)
+        self.drift = DriftReference(self.study, self.tracker, self.retimer, self.space, self.baseline_key, parent_id,
+                                    say=self.progress.message)
+        if self._more_to_do(state, time.monotonic()):
+            self._loop(state, parent_id)
+        else:
+            self.progress.message(summary.nothing_left(self.grid))
+        if confirm_front(self.study, self.tracker, self.retimer, self.space, self.baseline_key,
+                         set(self.drift.suspect), self.progress.message):
+            self._update_front(parent_id)
+
+    def _loop(self, state: search.StudyState, parent_id: str) -> None:
         if self.baseline_key not in state.done:
             search.enqueue_baseline(self.study, self.space.baseline, self.grid)
         if self.grid:
             search.enqueue_unreachable(self.study, {k: v for k, v in self.keys.items() if k not in state.done})
-        self._front = self.tracker.front_tags(self.experiment_id, parent_id)
+        if self.energy.available:
+            self.energy.measure_idle(1.0)
         started = time.monotonic()
         while self._more_to_do(state := search.study_state(self.study, self.settings.retry_failed), started):
             self._step(state, parent_id)
@@ -140,9 +149,8 @@ class Sweep:
             # ones being retried as visited. A point another live worker is measuring is left to it.
             return any(k not in state.done and k not in state.running_elsewhere for k in self.keys)
         budget = self.spec.search.budget
-        if budget.trials is not None and self._evaluations() >= budget.trials:
-            return False
-        if budget.minutes is not None and time.monotonic() - started >= budget.minutes * 60:
+        if (budget.trials is not None and self._evaluations() >= budget.trials) or \
+                (budget.minutes is not None and time.monotonic() - started >= budget.minutes * 60):
             return False
         return not self.keys or any(k not in state.done for k in self.keys)  # a finite space can run out
 
@@ -190,6 +198,7 @@ class Sweep:
             self.tracker.discard_failed(self.experiment_id, parent_id, key, keep=run_id)
         self.summary.measured += 1
         self.progress.finish(variant.label, result_line(metrics))
+        self.drift.after(key)
         return self._close(trial, Outcome.MEASURED, metrics=metrics, run_id=run_id)
 
     def _on_error(self, trial: optuna.Trial, variant: Variant, run_id: str, error: BaseException) -> Outcome:
@@ -212,33 +221,23 @@ class Sweep:
 
     # --- one variant ---------------------------------------------------------------------------------
     def _measure(self, variant: Variant, run_id: str) -> dict[str, float]:
-        built = self.builder.build(variant)
-        publish_model(self.tracker, self.cache, self.experiment_id, run_id, self.spec, variant, built)
-        training_ids = [self.tracker.training_run(self.experiment_id, t, host_fingerprint()) for t in built.trainings]
-        if training_ids:
-            self.tracker.log(run_id, tags={tracking.TRAINING_RUN_TAG: training_ids[0]})
-        axes = self.info.resolve_axes(variant.as_dict())
-        compiled = self.runtime.compile(built.model, axes, self.spec.runtime, self.cache)
-        work_dir = Path(tempfile.mkdtemp(prefix="yolobench-"))
-        session = None
-        try:
-            session = self.runtime.open(built.model, compiled, axes, self.spec.runtime, self.decode, work_dir)
-            measurement = measure_session(session, self.data, int(variant["imgsz"]), self.spec.measure,
-                                          self.spec.runtime.cpu_affinity)
+        with self.retimer.opened(variant, lambda built: record_provenance(
+                self.tracker, self.cache, self.experiment_id, run_id, self.spec, variant, built)) as opened:
+            built, compiled, session = opened.built, opened.compiled, opened.session
+            keys, imgsz = (build_key(self.spec, variant), variant_key(self.spec, variant)), int(variant["imgsz"])
+            measurement = measure_session(session, self.data, imgsz, self.spec.measure, self.spec.runtime.cpu_affinity,
+                                          energy=self.energy, reuse=lambda s: self.reuse.reuse_or_remember(
+                                              s.infer, self.data.val_images, imgsz, *keys, search.results(self.study)))
             runnable = compiled.path if compiled is not None else (session.output_path or built.model.path)
-            scored = write_coco_json(measurement.accuracy, work_dir / "accuracy")  # to re-score anywhere
+            scored = write_coco_json(measurement.accuracy, opened.work_dir / "accuracy")  # to re-score anywhere
             is_baseline = variant == self.space.baseline
             record = tracking.variant_record(
                 self.spec, self.info, variant, built, compiled, measurement,
-                self.runtime.facts(session, built.model, compiled, axes),
+                self.runtime.facts(session, built.model, compiled, opened.axes),
                 None if is_baseline else search.metrics_of(self.study, self.baseline_key), is_baseline=is_baseline,
                 files=[(runnable, tracking.COMPILED_ARTIFACT_DIR), *((path, "accuracy") for path in scored)])
             self.tracker.log_record(run_id, record)
             return record.metrics
-        finally:
-            if session is not None:
-                session.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
 
     # --- the front ----------------------------------------------------------------------------------
     def _update_front(self, parent_id: str) -> None:

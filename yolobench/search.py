@@ -220,10 +220,45 @@ def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
     return list(seen.values())
 
 
-def metrics_of(study: optuna.Study, key: str) -> dict[str, float] | None:
+# Latency re-timed after a variant's first pass (drift re-measure, front confirmation) is kept in the study
+# beside its trial, whose attributes cannot change once it is told: one study attribute per variant key.
+RETIMED_PREFIX = "retimed:"
+
+
+@dataclass(frozen=True)
+class Result:
+    key: str
+    run_id: str
+    params: dict[str, Any]
+    metrics: dict[str, float]  # the first pass's metrics, with what was re-timed since over them
+    retimed: bool
+
+
+def retimed(study: optuna.Study) -> dict[str, dict[str, float]]:
+    return {name[len(RETIMED_PREFIX):]: value for name, value in study.user_attrs.items()
+            if name.startswith(RETIMED_PREFIX)}
+
+
+def record_retimed(study: optuna.Study, key: str, metrics: Mapping[str, float]) -> None:
+    study.set_user_attr(RETIMED_PREFIX + key, dict(metrics))
+
+
+def results(study: optuna.Study) -> list[Result]:
+    """Every measured variant once, its latest figures first."""
+    overrides = retimed(study)
+    return [Result(t.user_attrs[TrialAttr.KEY], t.user_attrs[TrialAttr.RUN_ID], dict(t.params),
+                   {**t.user_attrs[TrialAttr.METRICS], **overrides.get(t.user_attrs[TrialAttr.KEY], {})},
+                   t.user_attrs[TrialAttr.KEY] in overrides)
+            for t in measured_trials(study)]
+
+
+def metrics_of(study: optuna.Study, key: str, first_pass: bool = False) -> dict[str, float] | None:
     """The metrics the study recorded for a measured variant key (e.g. the baseline's), or None."""
     trial = next((t for t in measured_trials(study) if t.user_attrs[TrialAttr.KEY] == key), None)
-    return None if trial is None else trial.user_attrs[TrialAttr.METRICS]
+    if trial is None:
+        return None
+    return dict(trial.user_attrs[TrialAttr.METRICS]) if first_pass else \
+        {**trial.user_attrs[TrialAttr.METRICS], **retimed(study).get(key, {})}
 
 
 def evaluations(study: optuna.Study, key_of: Any) -> int:

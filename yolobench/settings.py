@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from yolobench.tracking import default_tracking_uri
 
@@ -54,3 +55,9 @@ class SweepSummary:
         done = "done" if grid else "done or the budget spent"
         failed = f"; {self.failed_before} failed (--retry-failed runs them again)" if self.failed_before else ""
         return f"nothing left to do: every variant {done}{failed}"
+
+    def note(self, state: Any, keys: Any, grid: bool) -> SweepSummary:
+        """What the study held when the sweep started: failed for good, and done (of this file's variants)."""
+        self.failed_before = sum(trial.state.name == "FAIL" for trial in state.done.values())
+        self.already_done = sum(k in state.done for k in keys) if grid else len(state.done)
+        return self

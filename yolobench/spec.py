@@ -267,9 +267,18 @@ class MeasureSpec(Strict):
     - `rigorous`, close to MLPerf SingleStream: warm-up 50 runs and 5 s; timed >= 1024 runs (MLPerf's
       minimum query count; a p99 needs >= 662 runs, a p90 >= 64) and >= 60 s.
 
-    A variant whose inference-time CV (std/mean) exceeds `cv_threshold` is measured once more in the
-    same session; the steadier attempt is kept, and if it is still above the threshold the run is
-    tagged `yolobench.unstable=true`.
+    The timed phase runs in windows of a third of those runs and seconds. A window during which other
+    processes used more than `foreign_limit` percent of one core is refused and re-taken after a back-off
+    (after `contended_retries` refusals in a row one is kept, and the run tagged `yolobench.contended`); the
+    phase ends when the last three windows' p50s agree within `stability` (default 5%, 2.5% for a session
+    that times a device), or at `max_seconds` (default 3 x min_seconds + 2), when the run is tagged
+    `yolobench.unstable=true`. A run whose inference CV exceeds `cv_threshold` is tagged `yolobench.high_cv`.
+
+    Ranking across the sweep: the baseline is re-timed every `reference_every` variants or
+    `reference_minutes` (its drift is the parent's `reference_drift` metric); variants timed while it had
+    drifted more than `drift_tolerance` are re-timed. When the sweep is done, the front and the variants
+    within `confirm_margin` of it are re-timed interleaved (`confirm_rounds` rounds, sessions held open up
+    to `confirm_memory_mb` of models at a time) and that confirmed p50 is the one reported.
     """
 
     profile: Literal["quick", "rigorous"] = "quick"
@@ -277,7 +286,18 @@ class MeasureSpec(Strict):
     warmup_seconds: float = Field(1.0, ge=0)
     min_runs: int = Field(50, ge=1)
     min_seconds: float = Field(2.0, ge=0)
-    cv_threshold: float = Field(0.10, gt=0, description="inference CV above which a variant is re-measured once")
+    cv_threshold: float = Field(0.10, gt=0, description="inference CV above which a run is tagged yolobench.high_cv")
+    stability: float | None = Field(None, gt=0, lt=1, description="the kept windows' p50s agree within this")
+    max_seconds: float | None = Field(None, gt=0, description="cap of a variant's timed phase")
+    foreign_limit: float = Field(25.0, ge=0, description="percent of one core other processes may use in a window")
+    contended_retries: int = Field(3, ge=0)
+    reference_every: int = Field(6, ge=0, description="re-time the baseline every N variants; 0 = never")
+    reference_minutes: float = Field(3.0, ge=0)
+    drift_tolerance: float = Field(0.10, gt=0)
+    confirm: bool = True
+    confirm_margin: float = Field(0.10, ge=0)
+    confirm_rounds: int = Field(5, ge=1)
+    confirm_memory_mb: float = Field(2048.0, gt=0)
     conf: float = Field(0.001, gt=0, lt=1)
     iou: float = Field(0.7, gt=0, le=1)
     max_det: int = Field(300, ge=1)

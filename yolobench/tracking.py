@@ -29,7 +29,12 @@ VARIANT_KEY_TAG = "yolobench.variant_key"
 ARTIFACT_KEY_TAG = "yolobench.artifact_key"
 LABEL_TAG = "yolobench.label"
 ERROR_TAG = "yolobench.error"
-UNSTABLE_TAG = "yolobench.unstable"  # "true": inference CV stayed above measure.cv_threshold after a re-measure
+UNSTABLE_TAG = "yolobench.unstable"  # "true": the timed windows never agreed within measure.stability
+CONTENDED_TAG = "yolobench.contended"  # "true": a window was kept though other processes loaded the machine
+HIGH_CV_TAG = "yolobench.high_cv"  # "true": inference CV above measure.cv_threshold
+RETIMED_TAG = "yolobench.retimed"  # "true": re-timed after the drift reference came back within tolerance
+CONFIRMED_TAG = "yolobench.confirmed"  # "true": p50 re-timed interleaved with the front when the sweep ended
+ACCURACY_REUSED_TAG = "yolobench.accuracy_reused_from"  # run id whose mAP this run took (same numerics)
 PARETO_TAG = "yolobench.pareto"
 PARENT_OF_TAG = "yolobench.parent_of"  # on a parent run: which study (storage and sweep name) it belongs to
 TRAINING_TAG = "yolobench.training"  # "true" on a training run
@@ -136,8 +141,15 @@ def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: 
               "providers": session.get("providers", ""),
               "cpu_affinity": ",".join(map(str, cpus)) if cpus is not None else "unknown", **facts.params}
     tags = {ARTIFACT_KEY_TAG: built.model.key, LABEL_TAG: variant.label,
-            UNSTABLE_TAG: str(measurement.latency.unstable).lower(), EXPORT_FUSIONS_TAG: _export_fusions(built.lineage),
+            UNSTABLE_TAG: str(measurement.latency.unstable).lower(),
+            CONTENDED_TAG: str(measurement.latency.contended).lower(),
+            HIGH_CV_TAG: str(measurement.latency.result.high_cv(spec.measure.cv_threshold)).lower(),
+            EXPORT_FUSIONS_TAG: _export_fusions(built.lineage),
             **({RUNTIME_FUSION_TAG: info.mandatory_fusion} if info.mandatory_fusion else {}), **facts.tags}
+    from yolobench.measure.reuse import ReusedAccuracy
+
+    if isinstance(measurement.accuracy, ReusedAccuracy):
+        tags[ACCURACY_REUSED_TAG] = measurement.accuracy.run_id
     lineage = ([compiled.manifest] if compiled is not None else []) + list(built.lineage)
     return RunRecord(params=params, metrics=metrics, tags=tags, files=list(files),
                      json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR)])
@@ -239,8 +251,9 @@ class Tracker:
         return {run.data.tags[VARIANT_KEY_TAG]: run for run in runs if VARIANT_KEY_TAG in run.data.tags}
 
     def tidy_children(self, experiment_id: str, parent_id: str, keep: set[str]) -> dict[str, Run]:
-        """Delete the parent's unfinished child runs (a killed sweep's) except those of `keep`'s keys;
-        return the FINISHED ones with results (by variant key), which the study may never have been told."""
+        """Delete the parent's unfinished child runs (a killed sweep's) except those of `keep`'s keys; return
+        the FINISHED ones with results (by variant key): killed between logging and telling, the study was
+        never told them, so they are told from MLflow rather than measured again."""
         pending = {k: run for k, run in self.child_runs(experiment_id, parent_id).items() if k not in keep}
         finished = finished_results(pending.values())
         for key, run in pending.items():

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,9 +61,12 @@ GROUND_TRUTH_FILE = "ground_truth.json"
 PREDICTIONS_FILE = "predictions.json"
 
 
-def write_coco_json(result: AccuracyResult, folder: Path) -> tuple[Path, Path]:
+def write_coco_json(result: Any, folder: Path) -> tuple[Path, ...]:
     """Write the ground truth and the detections that were scored as COCO json (compact; floats as
-    Python writes them, so a re-score reads back exactly what was scored). Returns both paths."""
+    Python writes them, so a re-score reads back exactly what was scored). Returns both paths; none for
+    an accuracy taken from another run (measure/reuse.py), whose own files are in that run."""
+    if not isinstance(result, AccuracyResult):
+        return ()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ground_truth, predictions = folder / GROUND_TRUTH_FILE, folder / PREDICTIONS_FILE

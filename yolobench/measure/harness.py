@@ -4,7 +4,7 @@ the benchmarks and the GPU check, so all of them measure the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +13,11 @@ import cv2
 import numpy as np
 
 from yolobench.measure.accuracy import AccuracyResult, evaluate
-from yolobench.measure.latency import CheckedLatency, LatencySettings, measure_latency_checked, pinned_to_cpus
+from yolobench.measure.energy import EnergyMeter
+from yolobench.measure.latency import pinned_to_cpus
 from yolobench.measure.resources import ResourceSampler
+from yolobench.measure.reuse import ReusedAccuracy
+from yolobench.measure.windows import WindowedLatency, WindowSettings, measure_windows
 
 if TYPE_CHECKING:
     from yolobench.data.dataset import DataSet
@@ -47,8 +50,8 @@ class EvalData:
 
 @dataclass(frozen=True)
 class Measurement:
-    latency: CheckedLatency
-    accuracy: AccuracyResult
+    latency: WindowedLatency
+    accuracy: AccuracyResult | ReusedAccuracy
     phases: dict[str, float]  # device phases (h2d/compute/d2h) of the kept attempt's timed calls only
     runtime_metrics: dict[str, float]  # what only the runtime can time (an OAK's on-device inference)
     session_info: dict[str, Any]
@@ -58,53 +61,54 @@ class Measurement:
         return {**self.latency.metrics(), **self.accuracy.metrics(), **self.runtime_metrics, **self.phases}
 
 
-def latency_settings(measure: MeasureSpec) -> LatencySettings:
-    return LatencySettings(warmup_runs=measure.warmup_runs, warmup_seconds=measure.warmup_seconds,
-                           min_runs=measure.min_runs, min_seconds=measure.min_seconds)
-
-
-def kept_timed_calls(calls_before: int, calls_after: int, latency: CheckedLatency) -> tuple[int, int]:
-    """(first call number, count) of the timed calls the latency harness kept. It runs warm-up then timed
-    calls, once or twice (a re-measure when the CV was high): the first attempt's timed calls follow its
-    warm-up, a kept second attempt's timed calls are the last ones."""
-    timed = latency.result
-    count = int(timed.inference_ms.size)
-    first = calls_before + timed.warmup_runs if latency.kept_attempt == 1 else calls_after - count
-    return first, count
+def window_settings(measure: MeasureSpec, device_timed: bool) -> WindowSettings:
+    """The sweep file's measurement section as the windowed timer's settings; a session that times a device
+    (GPU) is held to a tighter agreement by default, its times scatter less than a CPU's."""
+    stability = measure.stability or (0.025 if device_timed else 0.05)
+    max_seconds = measure.max_seconds or 3 * measure.min_seconds + 2
+    return WindowSettings(warmup_runs=measure.warmup_runs, warmup_seconds=measure.warmup_seconds,
+                          min_runs=measure.min_runs, min_seconds=measure.min_seconds, stability=stability,
+                          max_seconds=max_seconds, foreign_limit=measure.foreign_limit,
+                          contended_retries=measure.contended_retries)
 
 
 @dataclass(frozen=True)
 class Timing:
-    latency: CheckedLatency
+    latency: WindowedLatency
     phases: dict[str, float]
     cpus_used: list[int] | None
+    energy: dict[str, float]  # {} where the host has no power sensor (EnergyMeter.reason says why)
 
 
 def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int, measure: MeasureSpec,
-                 cpu_affinity: Sequence[int] | None = None, sampler: ResourceSampler | None = None) -> Timing:
-    """The timed phase as a sweep runs it: pinned to the sweep's CPUs, resources sampled, re-measured once
-    when the times scatter; with the device phases of the calls it kept."""
+                 cpu_affinity: Sequence[int] | None = None, sampler: ResourceSampler | None = None,
+                 energy: EnergyMeter | None = None) -> Timing:
+    """The timed phase as a sweep runs it: pinned to the sweep's CPUs, resources sampled, in windows that
+    foreign load cannot spoil; with the device phases of the calls it kept and the energy it took."""
     timings = session.phase_timings
     calls_before = len(timings) if timings is not None else 0
+    if energy is not None:
+        energy.start()
     with pinned_to_cpus(cpu_affinity) as cpus_used:
-        latency = measure_latency_checked(
-            session.infer, images, imgsz, latency_settings(measure),
-            cv_threshold=measure.cv_threshold, sampler=sampler or ResourceSampler(),
-        )
-    phases: dict[str, float] = {}
-    if timings is not None:
-        first, count = kept_timed_calls(calls_before, len(timings), latency)
-        if count > 0 and first >= 0 and first + count <= len(timings):
-            phases = timings.metrics(first, count)
-    return Timing(latency, phases, cpus_used)
+        latency = measure_windows(session.infer, images, imgsz, window_settings(measure, timings is not None),
+                                  sampler=sampler or ResourceSampler())
+    timed_calls = sum(w.inference.size for w in latency.windows)
+    joules = energy.stop(timed_calls) if energy is not None else {}
+    phases = timings.metrics_of([(calls_before + first, count) for first, count in latency.kept_spans]) \
+        if timings is not None else {}
+    return Timing(latency, phases, cpus_used, joules)
 
 
 def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: MeasureSpec,
-                    cpu_affinity: Sequence[int] | None = None,
-                    sampler: ResourceSampler | None = None) -> Measurement:
-    """Time the session, then score it through the same session; the caller closes it."""
-    timing = time_session(session, data.latency_images, imgsz, measure, cpu_affinity, sampler)
-    accuracy = evaluate(session.infer, data.val_images, data.names, imgsz, conf=measure.conf, iou=measure.iou,
-                        max_det=measure.max_det, multi_label=measure.multi_label)
+                    cpu_affinity: Sequence[int] | None = None, sampler: ResourceSampler | None = None,
+                    energy: EnergyMeter | None = None,
+                    reuse: Callable[[SessionBase], ReusedAccuracy | None] | None = None) -> Measurement:
+    """Time the session, then score it through the same session (or take the accuracy `reuse` finds for
+    it: a variant of the same numerics already scored); the caller closes it."""
+    timing = time_session(session, data.latency_images, imgsz, measure, cpu_affinity, sampler, energy)
+    accuracy = (reuse(session) if reuse is not None else None) or evaluate(
+        session.infer, data.val_images, data.names, imgsz, conf=measure.conf, iou=measure.iou,
+        max_det=measure.max_det, multi_label=measure.multi_label)
     return Measurement(latency=timing.latency, accuracy=accuracy, phases=timing.phases,
-                       runtime_metrics=session.metrics(), session_info=session.info(), cpus_used=timing.cpus_used)
+                       runtime_metrics={**session.metrics(), **timing.energy}, session_info=session.info(),
+                       cpus_used=timing.cpus_used)

@@ -135,7 +135,7 @@ def measure_latency(
     `sampler` samples resource use during the timed phase only."""
     if len(images) == 0:
         raise ValueError("measure_latency needs at least one image")
-    iteration = _Iteration(infer, images, imgsz, clock, conf, iou, max_det)
+    iteration = Iteration(infer, images, imgsz, clock, conf, iou, max_det)
     warmup_start, warmup_runs = clock(), 0
     while not phase_done(
         warmup_runs, clock() - warmup_start, settings.warmup_runs, settings.warmup_seconds, settings.max_runs
@@ -164,7 +164,7 @@ def measure_latency(
 
 
 @dataclass(frozen=True)
-class _Iteration:
+class Iteration:
     """One pass of the timed pipeline on image `index` (cycled): returns its four clock readings."""
 
     infer: Callable[[np.ndarray], np.ndarray]

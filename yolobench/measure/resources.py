@@ -183,17 +183,21 @@ class NvmlSource:
 
 
 class TegrastatsSource:
-    """Jetson: `tegrastats` streams a line per interval; a reader thread keeps the latest one."""
+    """Jetson: `tegrastats` streams a line per interval; a reader thread keeps the latest one. `on_readings`,
+    when given, also sees every parsed line as it arrives (the energy meter integrates its power)."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    def __init__(self, process: subprocess.Popen,
+                 on_readings: Callable[[dict[str, float]], None] | None = None) -> None:
         self._process = process
+        self._on_readings = on_readings
         self._latest: dict[str, float] = {}
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read_lines, name="yolobench-tegrastats", daemon=True)
         self._reader.start()
 
     @classmethod
-    def open(cls, interval_s: float) -> TegrastatsSource | None:
+    def open(cls, interval_s: float,
+             on_readings: Callable[[dict[str, float]], None] | None = None) -> TegrastatsSource | None:
         binary = shutil.which("tegrastats")
         if binary is None:
             return None
@@ -204,7 +208,7 @@ class TegrastatsSource:
             )
         except OSError:
             return None
-        return cls(process)
+        return cls(process, on_readings)
 
     def _read_lines(self) -> None:
         assert self._process.stdout is not None
@@ -213,6 +217,8 @@ class TegrastatsSource:
             if readings:
                 with self._lock:
                     self._latest = readings
+                if self._on_readings is not None:
+                    self._on_readings(readings)
 
     def read(self) -> dict[str, float]:
         with self._lock:  # each line is counted once

@@ -36,6 +36,17 @@ class PhaseTimings:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def metrics_of(self, spans: list[tuple[int, int]]) -> dict[str, float]:
+        """Summary of the calls in each (first call, count) span, together; {} where a span is out of range."""
+        rows = [row for first, count in spans for row in self._rows[first:first + count]]
+        if not rows or any(first < 0 or first + count > len(self._rows) for first, count in spans):
+            return {}
+        keep, self._rows = self._rows, rows
+        try:
+            return self.metrics()
+        finally:
+            self._rows = keep
+
     def metrics(self, first: int = 0, count: int | None = None) -> dict[str, float]:
         """Summary of `count` calls from call number `first` (all calls by default), under the run's metric names."""
         rows = self._rows[first:] if count is None else self._rows[first:first + count]

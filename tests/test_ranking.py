@@ -1,0 +1,215 @@
+"""A ranking that holds when the grid is measured again: foreign load is seen and refused, the timed phase
+ends when its windows agree, the p50 has a confidence interval, the baseline is re-timed to catch drift,
+the front is confirmed interleaved (and resumes after a kill), accuracy is evaluated once per numerics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnxruntime
+import optuna
+import pytest
+
+from tests.fakes import FakeBuilder, FakeRuntime, TinyOnnxBuilder, fake_sweep_file, raise_, register_fake_runtime
+from yolobench import search, tracking
+from yolobench.data.dataset import open_dataset
+from yolobench.measure.accuracy import evaluate
+from yolobench.measure.contention import ForeignLoad
+from yolobench.measure.windows import WindowSettings, measure_windows, median_confidence_interval
+from yolobench.runner import Sweep, SweepSettings
+from yolobench.space import Space
+from yolobench.spec import parse_spec
+
+FRAME = [np.zeros((32, 32, 3), np.uint8)]
+
+
+class FakeClock:
+    """A clock that only the fake inference moves: window arithmetic without timing noise."""
+
+    def __init__(self, latencies_ms):
+        self.now, self.latencies, self.calls = 0.0, latencies_ms, 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def infer(self, tensor):
+        self.now += self.latencies(self.calls) / 1000.0
+        self.calls += 1
+        return np.zeros((1, 8, 21), np.float32)
+
+
+def windows(latencies_ms, **settings):
+    clock = FakeClock(latencies_ms)
+    quiet = ForeignLoad(system_busy_s=lambda: 0.0, own_cpu_s=lambda: 0.0, clock=clock, gpu_processes=lambda: 0)
+    options = {"warmup_runs": 1, "warmup_seconds": 0.0, "min_runs": 30, "min_seconds": 0.0, "max_seconds": 5.0,
+               **settings}
+    return measure_windows(clock.infer, FRAME, 32, WindowSettings(**options), clock=clock, foreign=quiet,
+                           sleep=lambda s: None)
+
+
+def test_a_steady_session_ends_after_three_agreeing_windows() -> None:
+    timed = windows(lambda i: 5.0)
+    assert timed.converged and len(timed.windows) == 3 and timed.spread == pytest.approx(0.0, abs=1e-9)
+    assert timed.result.inference_ms.size == 30 and np.median(timed.result.inference_ms) == pytest.approx(5.0)
+
+
+def test_the_phase_goes_on_until_the_last_three_windows_agree_and_reports_those() -> None:
+    timed = windows(lambda i: 20.0 if i < 25 else 10.0)  # a first stretch twice as slow (a neighbour, a turbo)
+    assert timed.converged and len(timed.windows) > 3
+    assert np.median(timed.result.inference_ms) == pytest.approx(10.0)  # the settled windows, not the early ones
+
+
+def test_windows_that_never_agree_stop_at_the_cap_and_flag_the_run_unstable() -> None:
+    timed = windows(lambda i: 5.0 * (1 + (i // 10) % 2), max_seconds=1.0)  # alternates every window: never agrees
+    assert not timed.converged and timed.unstable and timed.spread > 0.05
+    assert sum(w.seconds for w in timed.windows) >= 1.0
+
+
+def test_foreign_load_arithmetic_is_other_processes_busy_time_over_wall_time() -> None:
+    readings = iter([(10.0, 2.0, 0.0), (12.5, 3.0, 2.0)])  # system busy s, own cpu s, clock s
+    values = {}
+
+    def next_reading() -> None:
+        values["busy"], values["own"], values["clock"] = next(readings)
+
+    next_reading()
+    load = ForeignLoad(system_busy_s=lambda: values["busy"], own_cpu_s=lambda: values["own"],
+                       clock=lambda: values["clock"], gpu_processes=lambda: 0)
+    load.start()
+    next_reading()
+    assert load.stop().cpu_percent == pytest.approx(100.0 * (2.5 - 1.0) / 2.0)  # 75% of one core
+
+
+def test_a_real_busy_neighbour_is_seen_and_its_windows_refused() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        load = ForeignLoad()
+        load.start()
+        sum(i * i for i in range(200000))  # our own work must not count
+        import time
+
+        time.sleep(0.5)
+        assert load.stop().cpu_percent > 50.0
+        timed = measure_windows(lambda t: np.zeros((1, 8, 21), np.float32), FRAME, 32,
+                                WindowSettings(warmup_runs=1, warmup_seconds=0.0, min_runs=9, min_seconds=0.3,
+                                               max_seconds=3.0, contended_retries=2, backoff_s=0.01))
+    finally:
+        busy.kill()
+        busy.wait()
+    assert sum(not w.kept for w in timed.windows) >= 2 and timed.contended
+    assert timed.metrics()["foreign_cpu_percent_mean"] > 25.0
+
+
+def test_the_p50_interval_is_distribution_free_and_narrows_with_samples() -> None:
+    rng = np.random.default_rng(0)
+    small, large = rng.exponential(10, 30), rng.exponential(10, 3000)
+    low, high = median_confidence_interval(small)
+    assert low <= np.median(small) <= high
+    wide, narrow = high - low, np.subtract(*median_confidence_interval(large)[::-1])
+    assert narrow < wide
+    covered = sum(lo <= 10 * np.log(2) <= hi for lo, hi in (median_confidence_interval(rng.exponential(10, 200))
+                                                           for _ in range(300)))
+    assert 0.90 <= covered / 300 <= 0.99  # a 95% interval covers the true median about 95% of the time
+
+
+@pytest.fixture()
+def fake_home(tmp_path: Path):
+    register_fake_runtime()
+    FakeRuntime.reset()
+    yield tmp_path / "home"
+    FakeRuntime.reset()
+
+
+def fake_sweep(home: Path, study=None, **measure):
+    base = fake_sweep_file()
+    spec = parse_spec({**base, "measure": {**base["measure"], **measure}})
+    study = study or search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec),
+                                       spec.search)
+    sweep = Sweep(spec, SweepSettings(home=home), study=study)
+    sweep.builder = FakeBuilder(spec, sweep.cache)
+    return sweep, study
+
+
+def child_runs(home: Path):
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(home))
+    experiment = client.get_experiment_by_name("fake")
+    return client, [r for r in client.search_runs([experiment.experiment_id]) if tracking.PARENT_TAG in r.data.tags]
+
+
+def test_a_variant_timed_while_the_reference_drifted_is_retimed_once_it_settles(fake_home: Path) -> None:
+    FakeRuntime.delay_ms = 4.0
+    opens = []
+
+    def machine(count=opens) -> None:  # open 2: a neighbour starts; open 4: it stops
+        count.append(1)
+        FakeRuntime.slowdown = {2: 3.0, 4: 1.0}.get(len(count), FakeRuntime.slowdown)
+
+    FakeRuntime.on({}, machine)
+    sweep, _ = fake_sweep(fake_home, min_runs=6, reference_every=1, drift_tolerance=0.3, stability=0.5)
+    assert sweep.run().measured == 4
+    client, runs = child_runs(fake_home)
+    retimed = [r for r in runs if r.data.tags.get(tracking.RETIMED_TAG) == "true"]
+    assert len(retimed) == 1
+    first, now = retimed[0].data.metrics["latency_ms_p50_first"], retimed[0].data.metrics["latency_ms_p50"]
+    assert first / now > 2.0  # timed at 3x, re-timed at 1x
+    parent = next(r for r in client.search_runs([runs[0].info.experiment_id]) if tracking.PARENT_TAG not in r.data.tags)
+    drift = [m.value for m in client.get_metric_history(parent.info.run_id, "reference_drift")]
+    assert max(drift) > 2.0 and min(drift) < 1.3
+
+
+def test_the_front_is_confirmed_interleaved_and_a_kill_during_it_resumes_without_duplicates(fake_home: Path) -> None:
+    FakeRuntime.delay_ms = 1.0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{fake_home.parent / 'optuna.db'}")
+    sweep, study = fake_sweep(fake_home, study=None, confirm=True)
+    study = search.open_study(storage, "fake", sweep.space, sweep.spec.search)
+    sweep.study = study
+    FakeRuntime.on({}, lambda: len(FakeRuntime.opened) == 5 and raise_(KeyboardInterrupt())())  # 1st confirm open
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run()
+    _, runs = child_runs(fake_home)
+    assert len(runs) == 4 and not any(tracking.CONFIRMED_TAG in r.data.tags for r in runs)
+    FakeRuntime.behaviours = []
+    again, _ = fake_sweep(fake_home, study=study, confirm=True)
+    summary = again.run()
+    assert summary.measured == 0  # nothing measured twice: only confirmed
+    _, runs = child_runs(fake_home)
+    confirmed = [r for r in runs if r.data.tags.get(tracking.CONFIRMED_TAG) == "true"]
+    assert len(runs) == 4 and len(confirmed) >= 2  # the baseline and the front, in the same runs
+    assert all("latency_ms_p50_first" in r.data.metrics for r in confirmed)
+    assert any(r.data.tags.get(tracking.PARETO_TAG) == "true" for r in confirmed)
+    opened_before = len(FakeRuntime.opened)
+    fake_sweep(fake_home, study=study, confirm=True)[0].run()
+    assert len(FakeRuntime.opened) == opened_before  # confirmed once: a third run re-times nothing
+
+
+def test_accuracy_is_evaluated_once_per_numerics_and_equals_an_independent_evaluation(tmp_path: Path) -> None:
+    from tests.test_run_names import TINY_ORT_SWEEP
+
+    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
+                                             "ort_level": ["disable", "all"], "threads": [1, 2]},
+                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
+    spec = parse_spec(sweep_file)
+    home = tmp_path / "home"
+    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
+    sweep = Sweep(spec, SweepSettings(home=home), study=study)
+    dataset = open_dataset(spec.data, home)
+    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=dataset)
+    assert sweep.run().measured == 4
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(home))
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+            if tracking.PARENT_TAG in r.data.tags]
+    reused = [r for r in runs if tracking.ACCURACY_REUSED_TAG in r.data.tags]
+    assert len(reused) == 3  # one model, four knob settings with the same arithmetic: one evaluation
+    model = sweep.cache.lookup("export", runs[0].data.tags[tracking.ARTIFACT_KEY_TAG]).path
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    independent = evaluate(lambda t: session.run(None, {name: t})[0], dataset.val_images, dataset.names, 32)
+    for run in reused:
+        assert abs(run.data.metrics["map50_95"] - independent.map50_95) <= 1e-4
+        assert run.data.metrics["accuracy_probe_max_difference"] <= 1e-4
+    shutil.rmtree(home / "probes")
