@@ -47,6 +47,7 @@ def windows(latencies_ms, **settings):
     clock = FakeClock(latencies_ms)
     quiet = ForeignLoad(system_busy_s=lambda: 0.0, own_cpu_s=lambda: 0.0, clock=clock, gpu_processes=lambda: 0)
     options = {"warmup_runs": 1, "warmup_seconds": 0.0, "min_runs": 30, "min_seconds": 0.0, "max_seconds": 5.0,
+               "min_window_runs": 10,
                **settings}
     return measure_windows(clock.infer, FRAME, 32, WindowSettings(**options), clock=clock, foreign=quiet,
                            sleep=lambda s: None)

@@ -48,3 +48,15 @@ def test_losses_are_normalised_to_the_baseline() -> None:
     baseline = {"latency_ms_p50": 20.0, "map50_95": 0.6}
     assert losses({"latency_ms_p50": 10.0, "map50_95": 0.55}, objectives, baseline) == pytest.approx([0.5, 0.45])
     assert reference_point(objectives) == [2.0, 1.0]
+
+
+def test_variants_whose_p50_intervals_overlap_share_a_rank() -> None:
+    from yolobench.report import format_table, latency_ranks
+
+    rows = [{"label": "a", "latency_ms_p50": 5.0, "latency_ms_p50_ci_low": 4.8, "latency_ms_p50_ci_high": 5.2},
+            {"label": "b", "latency_ms_p50": 5.1, "latency_ms_p50_ci_low": 5.0, "latency_ms_p50_ci_high": 5.3},
+            {"label": "c", "latency_ms_p50": 9.0, "latency_ms_p50_ci_low": 8.5, "latency_ms_p50_ci_high": 9.4},
+            {"label": "d", "latency_ms_p50": 12.0}]
+    assert latency_ranks(rows) == ["=1", "=1", "3", "4"]
+    table = format_table([{**r, "pareto": False} for r in rows])
+    assert "4.80-5.20" in table.splitlines()[1] and table.splitlines()[0].startswith("rank")

@@ -292,3 +292,5 @@ def test_a_variant_s_run_carries_the_names_tests_pin(harness: Harness) -> None:
     artifacts = {a.path for a in harness.client.list_artifacts(run.info.run_id, "compiled")}
     assert {"compiled/model.onnx", "compiled/manifest.json"} <= artifacts
     assert os.path.basename(run.data.tags[tracking.SWEEP_TAG]) == "fake"
+    # This machine has no power sensor: no energy metric, and a tag saying why.
+    assert "no RAPL" in run.data.tags["yolobench.energy_unavailable"] and "power_w_mean" not in run.data.metrics

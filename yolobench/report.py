@@ -58,11 +58,33 @@ def log_front_report(tracker: tracking.Tracker, parent_id: str, experiment_name:
                 tracker.log_file(parent_id, path, "pareto")
 
 
+def latency_ranks(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Rank by p50 (rows sorted fastest first), where a variant whose p50 interval overlaps the one before it
+    shares that rank ("=3"): the two were not told apart, so the table does not pretend they were."""
+    ranks: list[str] = []
+    rank, previous_high = 0, None
+    for index, row in enumerate(rows):
+        low = row.get("latency_ms_p50_ci_low", row["latency_ms_p50"])
+        if previous_high is not None and low <= previous_high:
+            ranks.append(f"={rank}")
+            if not ranks[-2].startswith("="):
+                ranks[-2] = f"={rank}"
+        else:
+            rank = index + 1
+            ranks.append(str(rank))
+        previous_high = max(row.get("latency_ms_p50_ci_high", row["latency_ms_p50"]), previous_high or 0.0)
+    return ranks
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    columns = [("variant", "label", "{}"), ("p50 ms", "latency_ms_p50", "{:.2f}"), ("p90 ms", "latency_ms_p90", "{:.2f}"),
+    columns = [("rank", "rank", "{}"), ("variant", "label", "{}"), ("p50 ms", "latency_ms_p50", "{:.2f}"),
+               ("p50 95% CI", "p50_ci", "{}"), ("p90 ms", "latency_ms_p90", "{:.2f}"),
                ("e2e p50", "e2e_ms_p50", "{:.2f}"), ("mAP50-95", "map50_95", "{:.3f}"), ("mAP50", "map50", "{:.3f}"),
                ("speed-up", "speedup_vs_baseline", "{:.2f}x"), ("size MB", "model_size_mb", "{:.1f}"),
                ("pareto", "pareto", "{}")]
+    rows = [{**row, "rank": rank, **({"p50_ci": f"{row['latency_ms_p50_ci_low']:.2f}-{row['latency_ms_p50_ci_high']:.2f}"}
+                                      if "latency_ms_p50_ci_low" in row else {})}
+            for row, rank in zip(rows, latency_ranks(rows))]
     cells = [[title for title, _, _ in columns]]
     for row in rows:
         cells.append([fmt.format(row[key]) if key in row else "-" for _, key, fmt in columns])
@@ -80,7 +102,7 @@ def print_report(spec: Any, settings: Any) -> int:
         return 1
     print(format_table(rows))
     names = " / ".join(f"{o.metric} ({o.resolved_direction})" for o in spec.search.objectives)
-    print(f"\n{len(rows)} variants; * = on the Pareto front of {names}")
+    print(f"\n{len(rows)} variants; * = on the Pareto front of {names}; '=N': p50 intervals overlap, not told apart")
     return 0
 
 

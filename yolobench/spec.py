@@ -271,7 +271,7 @@ class MeasureSpec(Strict):
     processes used more than `foreign_limit` percent of one core is refused and re-taken after a back-off
     (after `contended_retries` refusals in a row one is kept, and the run tagged `yolobench.contended`); the
     phase ends when the last three windows' p50s agree within `stability` (default 5%, 2.5% for a session
-    that times a device), or at `max_seconds` (default 3 x min_seconds + 2), when the run is tagged
+    that times a device), or at `max_seconds` (default 2 x min_seconds + 2), when the run is tagged
     `yolobench.unstable=true`. A run whose inference CV exceeds `cv_threshold` is tagged `yolobench.high_cv`.
 
     Ranking across the sweep: the baseline is re-timed every `reference_every` variants or

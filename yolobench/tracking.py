@@ -145,7 +145,8 @@ def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: 
             CONTENDED_TAG: str(measurement.latency.contended).lower(),
             HIGH_CV_TAG: str(measurement.latency.result.high_cv(spec.measure.cv_threshold)).lower(),
             EXPORT_FUSIONS_TAG: _export_fusions(built.lineage),
-            **({RUNTIME_FUSION_TAG: info.mandatory_fusion} if info.mandatory_fusion else {}), **facts.tags}
+            **({RUNTIME_FUSION_TAG: info.mandatory_fusion} if info.mandatory_fusion else {}), **measurement.tags,
+            **facts.tags}
     from yolobench.measure.reuse import ReusedAccuracy
 
     if isinstance(measurement.accuracy, ReusedAccuracy):

@@ -5,7 +5,7 @@ the benchmarks and the GPU check, so all of them measure the same way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ class Measurement:
     runtime_metrics: dict[str, float]  # what only the runtime can time (an OAK's on-device inference)
     session_info: dict[str, Any]
     cpus_used: list[int] | None
+    tags: dict[str, str] = field(default_factory=dict)  # what the measurement says about itself (energy sensors)
 
     def metrics(self) -> dict[str, float]:
         return {**self.latency.metrics(), **self.accuracy.metrics(), **self.runtime_metrics, **self.phases}
@@ -65,7 +66,7 @@ def window_settings(measure: MeasureSpec, device_timed: bool) -> WindowSettings:
     """The sweep file's measurement section as the windowed timer's settings; a session that times a device
     (GPU) is held to a tighter agreement by default, its times scatter less than a CPU's."""
     stability = measure.stability or (0.025 if device_timed else 0.05)
-    max_seconds = measure.max_seconds or 3 * measure.min_seconds + 2
+    max_seconds = measure.max_seconds or 2 * measure.min_seconds + 2
     return WindowSettings(warmup_runs=measure.warmup_runs, warmup_seconds=measure.warmup_seconds,
                           min_runs=measure.min_runs, min_seconds=measure.min_seconds, stability=stability,
                           max_seconds=max_seconds, foreign_limit=measure.foreign_limit,
@@ -77,7 +78,8 @@ class Timing:
     latency: WindowedLatency
     phases: dict[str, float]
     cpus_used: list[int] | None
-    energy: dict[str, float]  # {} where the host has no power sensor (EnergyMeter.reason says why)
+    energy: dict[str, float]  # {} where the host has no power sensor ...
+    tags: dict[str, str]  # ... and then a tag says why (yolobench.energy_unavailable)
 
 
 def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int, measure: MeasureSpec,
@@ -94,9 +96,10 @@ def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int,
                                   sampler=sampler or ResourceSampler())
     timed_calls = sum(w.inference.size for w in latency.windows)
     joules = energy.stop(timed_calls) if energy is not None else {}
+    tags = {f"yolobench.{name}": value for name, value in energy.tags().items()} if energy is not None else {}
     phases = timings.metrics_of([(calls_before + first, count) for first, count in latency.kept_spans]) \
         if timings is not None else {}
-    return Timing(latency, phases, cpus_used, joules)
+    return Timing(latency, phases, cpus_used, joules, tags)
 
 
 def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: MeasureSpec,
@@ -111,4 +114,4 @@ def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: M
         max_det=measure.max_det, multi_label=measure.multi_label)
     return Measurement(latency=timing.latency, accuracy=accuracy, phases=timing.phases,
                        runtime_metrics={**session.metrics(), **timing.energy}, session_info=session.info(),
-                       cpus_used=timing.cpus_used)
+                       cpus_used=timing.cpus_used, tags=timing.tags)

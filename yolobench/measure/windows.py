@@ -31,9 +31,11 @@ class WindowSettings:
     contended_retries: int = 3  # refused windows in a row before one is kept anyway (and the run flagged)
     backoff_s: float = 0.25  # first wait after a refused window; doubles each time
 
+    min_window_runs: int = 20  # fewer samples give window p50s that scatter by more than `stability` alone
+
     @property
     def window_runs(self) -> int:
-        return max(3, math.ceil(self.min_runs / AGREEING_WINDOWS))
+        return max(min(self.min_window_runs, self.min_runs), math.ceil(self.min_runs / AGREEING_WINDOWS))
 
     @property
     def window_seconds(self) -> float:

@@ -1,0 +1,126 @@
+"""Does the ranking hold when the same grid is measured again? Two independent quickstart sweeps (fresh
+stores, the trained model copied in), then the same pair with a single-core busy loop in the second sweep
+(30 s, starting 10 s in). For each pair: Kendall tau of the p50 ranking, the worst p50 ratio of the variants
+on either sweep's front, and both fronts. With --old-checkout, the release before (another checkout of this
+repository) sweeps the quickstart too, so the wall times are compared side by side on the same machine.
+
+    .venv/bin/python benchmarks/ranking_stability.py [--model-cache mlruns/cache] [--old-checkout DIR]
+
+Exits 1 when a pair misses the bar: tau >= 0.9 and every front variant within 5% in p50."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP = REPO / "sweeps" / "quickstart.yaml"
+TAU_BAR, RATIO_BAR = 0.9, 0.05
+
+
+def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
+    """A quickstart sweep in a fresh home seeded with the trained model; returns its wall time."""
+    shutil.copytree(model_cache / "train", home / "cache" / "train")
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "yolobench.cli", "sweep", str(checkout / "sweeps" / SWEEP.name),
+                             "--home", str(home)], cwd=checkout, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"sweep in {home} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return wall
+
+
+def results(home: Path) -> tuple[dict[str, float], set[str]]:
+    """p50 per variant label (the figure the store reports now) and the labels on the front."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+            if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
+    p50 = {r.info.run_name: r.data.metrics["latency_ms_p50"] for r in runs}
+    return p50, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
+
+
+def kendall_tau(first: dict[str, float], second: dict[str, float]) -> float:
+    labels = sorted(set(first) & set(second))
+    concordant = discordant = 0
+    for a, b in itertools.combinations(labels, 2):
+        sign = (first[a] - first[b]) * (second[a] - second[b])
+        concordant += sign > 0
+        discordant += sign < 0
+    pairs = concordant + discordant
+    return (concordant - discordant) / pairs if pairs else 1.0
+
+
+def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
+    """A neighbour: one core kept busy by another process for `seconds`, starting `start_after_s` from now."""
+    def neighbour() -> None:
+        time.sleep(start_after_s)
+        process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(seconds)
+        process.kill()
+        process.wait()
+
+    thread = threading.Thread(target=neighbour, daemon=True)
+    thread.start()
+    return thread
+
+
+def compare(name: str, first: Path, second: Path) -> bool:
+    p50_a, front_a = results(first)
+    p50_b, front_b = results(second)
+    tau = kendall_tau(p50_a, p50_b)
+    on_front = sorted((front_a | front_b) & set(p50_a) & set(p50_b))
+    ratios = {label: max(p50_a[label], p50_b[label]) / min(p50_a[label], p50_b[label]) for label in on_front}
+    worst = max(ratios.items(), key=lambda item: item[1], default=("-", 1.0))
+    print(f"\n{name}: Kendall tau of p50 {tau:.3f} over {len(set(p50_a) & set(p50_b))} variants; "
+          f"worst front ratio {worst[1]:.3f} ({worst[0]})")
+    print(f"  front 1: {', '.join(f'{l} {p50_a[l]:.2f}' for l in sorted(front_a, key=p50_a.get))}")
+    print(f"  front 2: {', '.join(f'{l} {p50_b[l]:.2f}' for l in sorted(front_b, key=p50_b.get))}")
+    passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
+    print(f"  {'PASS' if passed else 'FAIL'} (bar: tau >= {TAU_BAR}, front within {RATIO_BAR:.0%})")
+    return passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-cache", type=Path, default=REPO / "mlruns" / "cache",
+                        help="a cache holding the quickstart's trained model (train/), e.g. after make quickstart")
+    parser.add_argument("--old-checkout", type=Path, help="a checkout of the release to compare wall time with")
+    parser.add_argument("--busy-at", type=float, default=10.0)
+    parser.add_argument("--busy-for", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    if not (args.model_cache / "train").is_dir():
+        raise SystemExit(f"no trained model in {args.model_cache / 'train'}: run `make quickstart` first")
+    with tempfile.TemporaryDirectory(prefix="yolobench-ranking-") as folder:
+        homes = [Path(folder) / f"sweep{i}" for i in range(4)]
+        walls = [run_sweep(homes[0], args.model_cache), run_sweep(homes[1], args.model_cache)]
+        walls.append(run_sweep(homes[2], args.model_cache))
+        neighbour = busy_loop(args.busy_at, args.busy_for)
+        walls.append(run_sweep(homes[3], args.model_cache))
+        neighbour.join()
+        print("quickstart wall time, model cached: " + ", ".join(f"{w:.0f} s" for w in walls)
+              + "  (sweep 4 with the busy neighbour)")
+        quiet = compare("quiet pair (sweeps 1 and 2)", homes[0], homes[1])
+        busy = compare(f"busy pair (sweeps 3 and 4; one busy core in sweep 4 from {args.busy_at:.0f} s for "
+                       f"{args.busy_for:.0f} s)", homes[2], homes[3])
+        if args.old_checkout is not None:
+            old = run_sweep(Path(folder) / "old", args.model_cache, args.old_checkout)
+            print(f"\nwall time, model cached: this release {walls[0]:.0f} s, the old one {old:.0f} s, "
+                  f"ratio {walls[0] / old:.2f} (bar: <= 1.5)")
+    return 0 if quiet and busy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
