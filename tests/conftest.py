@@ -68,3 +68,22 @@ def seeded_home(tmp_path: Path, trained_cache: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(trained_cache / "train", home / "cache" / "train")
     return home
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh MLflow database made once: creating its schema takes seconds, copying it none."""
+    from yolobench import tracking
+
+    home = tmp_path_factory.mktemp("mlflow-template")
+    tracking.Tracker(tracking.default_tracking_uri(home)).experiment_ids()
+    return home / "mlflow.db"
+
+
+@pytest.fixture()
+def fresh_home(tmp_path: Path, empty_mlflow_db: Path) -> Path:
+    """tmp_path/home holding an empty MLflow store (the real schema, made once per test session)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(empty_mlflow_db, home / "mlflow.db")
+    return home

@@ -20,11 +20,11 @@ from yolobench.spec import parse_spec
 
 
 @pytest.fixture()
-def published(tmp_path: Path) -> tuple[Path, Path]:
+def published(tmp_path: Path, fresh_home: Path) -> tuple[Path, Path]:
     """A home whose cache holds every variant's model (published by a first sweep) and the sweep file."""
     register_fake_runtime()
     FakeRuntime.reset()
-    home = tmp_path / "home"
+    home = fresh_home
     spec = parse_spec(fake_sweep_file())
     study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
     sweep = Sweep(spec, SweepSettings(home=home), study=study)

@@ -121,9 +121,9 @@ def test_the_toy_s_axis_and_options_are_validated_by_its_own_description(toy_ins
     assert load_spec(toy_sweep_file(tmp_path)).runtime.toy_depth == 2
 
 
-def test_the_toy_sweeps_and_logs(toy_installed, tmp_path: Path) -> None:
+def test_the_toy_sweeps_and_logs(toy_installed, tmp_path: Path, fresh_home: Path) -> None:
     spec = load_spec(toy_sweep_file(tmp_path))
-    home = tmp_path / "home"
+    home = fresh_home
     study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
     sweep = Sweep(spec, SweepSettings(home=home), study=study)
     sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, home))

@@ -119,10 +119,10 @@ def test_the_p50_interval_is_distribution_free_and_narrows_with_samples() -> Non
 
 
 @pytest.fixture()
-def fake_home(tmp_path: Path):
+def fake_home(fresh_home: Path):
     register_fake_runtime()
     FakeRuntime.reset()
-    yield tmp_path / "home"
+    yield fresh_home
     FakeRuntime.reset()
 
 
@@ -188,14 +188,14 @@ def test_the_front_is_confirmed_interleaved_and_a_kill_during_it_resumes_without
     assert len(FakeRuntime.opened) == opened_before  # confirmed once: a third run re-times nothing
 
 
-def test_accuracy_is_evaluated_once_per_numerics_and_equals_an_independent_evaluation(tmp_path: Path) -> None:
+def test_accuracy_is_evaluated_once_per_numerics_and_equals_an_independent_evaluation(fresh_home: Path) -> None:
     from tests.test_run_names import TINY_ORT_SWEEP
 
     sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
                                              "ort_level": ["disable", "all"], "threads": [1, 2]},
                   "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
     spec = parse_spec(sweep_file)
-    home = tmp_path / "home"
+    home = fresh_home
     study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
     sweep = Sweep(spec, SweepSettings(home=home), study=study)
     dataset = open_dataset(spec.data, home)

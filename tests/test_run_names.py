@@ -31,8 +31,8 @@ TINY_ORT_SWEEP = {
 }
 
 
-def test_a_variant_run_logs_every_name_the_previous_release_logged(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_a_variant_run_logs_every_name_the_previous_release_logged(fresh_home: Path) -> None:
+    home = fresh_home
     spec = parse_spec(TINY_ORT_SWEEP)
     study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
     sweep = Sweep(spec, SweepSettings(home=home), study=study)

@@ -4,7 +4,6 @@ Optuna (in memory unless a test needs a second process's view), real cache and d
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -65,18 +64,9 @@ class Harness:
         return [t.user_attrs.get(TrialAttr.OUTCOME) for t in study.trials]
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh MLflow database made once: creating its schema takes seconds, copying it none."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    tracking.Tracker(tracking.default_tracking_uri(home)).experiment_ids()
-    return home / "mlflow.db"
-
-
 @pytest.fixture(autouse=True)
-def _fresh_mlflow_db(tmp_path: Path, empty_mlflow_db: Path) -> None:
-    (tmp_path / "home").mkdir()
-    shutil.copyfile(empty_mlflow_db, tmp_path / "home" / "mlflow.db")
+def _fresh_mlflow_db(fresh_home: Path) -> None:
+    """Every test here starts from an empty MLflow store under tmp_path/home."""
 
 
 @pytest.fixture()
