@@ -1,5 +1,5 @@
-"""Latency measurement: the stop rules and profiles on a fake clock, the CV re-measure driven by a
-scripted fake model, CPU pinning, the statistics against numpy, the metric names, and one real run
+"""Latency measurement: the stop rules and profiles on a fake clock (the windows a sweep times in are
+tested in tests/test_ranking.py), CPU pinning, the statistics against numpy, the metric names, and one real run
 timing a tiny ONNX Runtime model."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from yolobench.measure.latency import (
     LatencyResult,
     LatencySettings,
     measure_latency,
-    measure_latency_checked,
     phase_done,
     pinned_to_cpus,
 )
@@ -249,87 +248,6 @@ def test_rigorous_profile_stops_on_count_for_slow_runs_and_on_time_for_fast_ones
 
 
 # --- the CV check and its re-measure ----------------------------------------------------------
-
-def scripted_model(clock: FakeClock, durations_s) -> tuple:
-    """A fake model whose n-th call takes durations_s(n) seconds on the fake clock."""
-    output = np.zeros((1, 6, 16), np.float32)
-    calls = [0]
-
-    def infer(tensor: np.ndarray) -> np.ndarray:
-        clock.now += durations_s(calls[0])
-        calls[0] += 1
-        return output
-
-    return infer, calls
-
-
-CHECK_SETTINGS = LatencySettings(warmup_runs=2, warmup_seconds=0.0, min_runs=10, min_seconds=0.0)
-CALLS_PER_ATTEMPT = 12  # 2 warm-up + 10 timed
-
-
-def jitter(n: int) -> float:
-    return 0.005 if n % 2 else 0.015  # 5 / 15 ms alternating: CV 0.5
-
-
-def test_steady_times_are_measured_once() -> None:
-    clock = FakeClock()
-    infer, calls = scripted_model(clock, lambda n: 0.010)
-    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
-    assert calls[0] == CALLS_PER_ATTEMPT
-    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (1, 1, False)
-    assert checked.metrics()["latency_attempts"] == 1.0 and checked.metrics()["latency_cv"] == pytest.approx(0.0)
-
-
-def test_scattered_times_are_re_measured_and_the_steady_attempt_kept() -> None:
-    clock = FakeClock()
-    infer, calls = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else 0.010)
-    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
-    assert calls[0] == 2 * CALLS_PER_ATTEMPT  # the re-measure warms up again
-    assert checked.cvs == pytest.approx((0.5, 0.0))
-    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 2, False)
-    metrics = checked.metrics()
-    assert metrics["latency_attempts"] == 2.0 and metrics["latency_attempt_kept"] == 2.0
-    assert metrics["latency_ms_p50"] == pytest.approx(10.0) and metrics["latency_cv"] == pytest.approx(0.0)
-
-
-def test_times_that_stay_scattered_are_flagged_unstable() -> None:
-    clock = FakeClock()
-    # attempt 1 alternates 5/15 ms (CV 0.5), attempt 2 alternates 8/12 ms (CV 0.2): both above 0.1
-    infer, calls = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else (0.008 if n % 2 else 0.012))
-    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
-    assert calls[0] == 2 * CALLS_PER_ATTEMPT  # re-measured once, not more
-    assert checked.cvs == pytest.approx((0.5, 0.2))
-    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 2, True)
-    # the same times pass a looser threshold at once
-    clock = FakeClock()
-    infer, calls = scripted_model(clock, jitter)
-    assert measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.6, clock=clock).attempts == 1
-
-
-def test_a_worse_re_measure_keeps_the_first_attempt() -> None:
-    clock = FakeClock()
-    infer, _ = scripted_model(clock, lambda n: (0.008 if n % 2 else 0.012) if n < CALLS_PER_ATTEMPT else jitter(n))
-    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock)
-    assert checked.cvs == pytest.approx((0.2, 0.5))
-    assert (checked.attempts, checked.kept_attempt, checked.unstable) == (2, 1, True)
-    assert checked.result.latency_cv == pytest.approx(0.2)
-
-
-def test_each_attempt_samples_resources_of_its_own_timed_phase() -> None:
-    from yolobench.measure.resources import ResourceSampler
-
-    clock = FakeClock()
-    infer, _ = scripted_model(clock, lambda n: jitter(n) if n < CALLS_PER_ATTEMPT else 0.010)
-    checked = measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.1, clock=clock,
-                                      sampler=ResourceSampler(interval_s=0.01))
-    metrics = checked.metrics()
-    assert metrics["resource_samples"] >= 1
-    assert metrics["rss_mb_max"] > 10 and 0 < metrics["sys_mem_percent_max"] <= 100
-    with pytest.raises(ValueError):
-        measure_latency_checked(infer, IMAGES, 32, CHECK_SETTINGS, cv_threshold=0.0, clock=clock)
-
-
-# --- CPU affinity ------------------------------------------------------------------------------
 
 needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 

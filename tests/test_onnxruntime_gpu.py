@@ -16,7 +16,7 @@ from yolobench.runtimes.onnxruntime_runtime import (
     PROVIDERS, io_binding_device, open_ort_session, ort_tensorrt_cache_dir, provider_options,
 )  # fmt: skip
 from yolobench.runtimes.timing import (
-    CUDA_EVENTS, HOST_CLOCK_SYNCHRONIZED, PhaseTimings, phase_calls, session_phase_metrics, timed_calls_start,
+    CUDA_EVENTS, HOST_CLOCK_SYNCHRONIZED, PhaseTimings,
 )  # fmt: skip
 
 
@@ -85,37 +85,30 @@ def test_io_binding_path_matches_plain_run_and_times_each_phase(tiny_model: Path
         got = bound.infer(tensor)
         assert got.shape == OUTPUT_SHAPE
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    assert phase_calls(bound) == 3 and phase_calls(plain) == 0
+    assert len(bound.phase_timings) == 3 and plain.phase_timings is None
     assert bound.info()["phase_timing"] == HOST_CLOCK_SYNCHRONIZED
-    metrics = session_phase_metrics(bound, 1, 2)
+    metrics = bound.phase_timings.metrics(1, 2)
     assert metrics["gpu_timed_calls"] == 2 and metrics["gpu_compute_ms_p50"] > 0
-    assert session_phase_metrics(plain, 0, 2) == {}
 
 
-@pytest.mark.parametrize("attempts", [1, 2])
-def test_phase_metrics_cover_exactly_the_latency_harness_kept_timed_calls(tmp_path: Path, attempts: int) -> None:
-    """What the runner does: count calls before the harness, then take the kept attempt's timed calls."""
-    from yolobench.measure.latency import LatencySettings, measure_latency_checked
+def test_phase_metrics_cover_exactly_the_timed_calls_the_sweep_kept(tmp_path: Path) -> None:
+    """Through the sweep's own timing (measure.harness.time_session): warm-up and refused windows are left out."""
+    from yolobench.measure.harness import time_session
+    from yolobench.spec import MeasureSpec
 
     model = write_conv_model(tmp_path / "yolo_layout.onnx", yolo_layout=True)
     session = open_ort_session(model, provider="cpu", level="all", threads=1, work_dir=tmp_path,
                                cache_root=tmp_path, io_binding=True)  # fmt: skip
     images = [np.random.default_rng(i).integers(0, 255, (48, 40, 3), np.uint8) for i in range(3)]
     session.infer(np.zeros(INPUT_SHAPE, np.float32))  # calls before the harness must not be counted
-    before = phase_calls(session)
-    # A CV threshold no run can meet forces the re-measure; a huge one keeps the first attempt.
-    checked = measure_latency_checked(session.infer, images, INPUT_SHAPE[-1],
-                                      LatencySettings(warmup_runs=3, warmup_seconds=0, min_runs=7, min_seconds=0),
-                                      cv_threshold=1e-12 if attempts == 2 else 1e9)  # fmt: skip
-    assert checked.attempts == attempts
-    timed = checked.result
-    start = timed_calls_start(before, phase_calls(session), checked.kept_attempt, timed.warmup_runs,
-                              timed.inference_ms.size)  # fmt: skip
-    metrics = session_phase_metrics(session, start, timed.inference_ms.size)
-    assert metrics["gpu_timed_calls"] == timed.inference_ms.size == 7
-    assert start >= before + timed.warmup_runs
+    measure = MeasureSpec(warmup_runs=3, warmup_seconds=0, min_runs=21, min_seconds=0, foreign_limit=1e9,
+                          stability=0.99)
+    timing = time_session(session, images, INPUT_SHAPE[-1], measure)
+    kept = timing.latency.result.inference_ms
+    assert timing.phases["gpu_timed_calls"] == kept.size >= 21  # the three kept windows, not the refused or warm-up
+    assert len(session.phase_timings) == 1 + 3 + sum(w.inference.size for w in timing.latency.windows)
     # The harness times the whole infer() call, which holds the three phases plus Python around them.
-    assert metrics["gpu_e2e_ms_p50"] <= float(np.percentile(timed.inference_ms, 50)) * 1.5 + 0.5
+    assert timing.phases["gpu_e2e_ms_p50"] <= float(np.percentile(kept, 50)) * 1.5 + 0.5
 
 
 def test_a_gpu_provider_missing_here_is_unavailable_not_a_silent_cpu_fallback(tiny_model: Path, tmp_path: Path) -> None:
@@ -137,16 +130,6 @@ def test_phase_metrics_summarise_exactly_the_calls_asked_for() -> None:
     assert metrics["gpu_e2e_ms_p50"] == pytest.approx(5.3)
     assert metrics["gpu_h2d_ms_mean"] == pytest.approx(0.1) and metrics["gpu_d2h_ms_mean"] == pytest.approx(0.2)
     assert metrics["gpu_timed_calls"] == 3
-
-
-@pytest.mark.parametrize(
-    ("kept_attempt", "expected"),
-    [(1, 100 + 5), (2, 100 + 5 + 20 + 7 + 20 - 20)],  # before=100, warm-up 5 / 7, timed 20 each
-)
-def test_timed_calls_of_the_kept_latency_attempt(kept_attempt: int, expected: int) -> None:
-    calls_after = 100 + 5 + 20 + (7 + 20 if kept_attempt == 2 else 0)
-    warmup = 5 if kept_attempt == 1 else 7
-    assert timed_calls_start(100, calls_after, kept_attempt, warmup, 20) == expected
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])

@@ -188,57 +188,6 @@ class Iteration:
         return start, preprocessed, inferred, clock()
 
 
-@dataclass(frozen=True, eq=False)
-class CheckedLatency:
-    """The attempt kept after the CV check, and how it was reached."""
-
-    result: LatencyResult
-    attempts: int  # 1, or 2 when the first attempt's CV was above the threshold
-    kept_attempt: int  # which attempt `result` is (1-based)
-    cvs: tuple[float, ...]  # inference CV of each attempt
-    cv_threshold: float
-
-    @property
-    def unstable(self) -> bool:
-        """Still above the threshold after the re-measure: the percentiles are not to be trusted."""
-        return self.result.high_cv(self.cv_threshold)
-
-    def metrics(self) -> dict[str, float]:
-        return {
-            **self.result.metrics(),
-            "latency_attempts": float(self.attempts),
-            "latency_attempt_kept": float(self.kept_attempt),
-        }
-
-
-def measure_latency_checked(
-    infer: Callable[[np.ndarray], np.ndarray],
-    images: Sequence[np.ndarray],
-    imgsz: int,
-    settings: LatencySettings = LatencySettings(),
-    cv_threshold: float = HIGH_CV_THRESHOLD,
-    clock: Callable[[], float] = time.perf_counter,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    max_det: int = 300,
-    sampler: ResourceSampler | None = None,
-) -> CheckedLatency:
-    """`measure_latency`, and once more (warm-up included) if the inference CV exceeds `cv_threshold`;
-    the attempt with the lower CV is kept (the first on a tie)."""
-    if cv_threshold <= 0:
-        raise ValueError(f"cv_threshold must be > 0, got {cv_threshold}")
-
-    def attempt() -> LatencyResult:
-        return measure_latency(infer, images, imgsz, settings, clock, conf, iou, max_det, sampler)
-
-    first = attempt()
-    if not first.high_cv(cv_threshold):
-        return CheckedLatency(first, 1, 1, (first.latency_cv,), cv_threshold)
-    second = attempt()
-    kept, index = (second, 2) if second.latency_cv < first.latency_cv else (first, 1)
-    return CheckedLatency(kept, 2, index, (first.latency_cv, second.latency_cv), cv_threshold)
-
-
 class CpuAffinityError(RuntimeError):
     """The CPUs asked for in runtime.cpu_affinity cannot be used on this host."""
 

@@ -69,24 +69,3 @@ class PhaseTimings:
             "gpu_e2e_ms_p99": float(e99),
             "gpu_timed_calls": float(len(rows)),
         }
-
-
-def phase_calls(session: SessionBase) -> int:
-    """How many calls a session has timed phases for (0 for a session that keeps none)."""
-    return len(session.phase_timings) if session.phase_timings is not None else 0
-
-
-def session_phase_metrics(session: SessionBase, first_call: int, count: int) -> dict[str, float]:
-    """Phase metrics of the `count` calls from call number `first_call`: the latency harness's timed calls,
-    so device compute and the harness's figures describe the same inferences. {} for sessions without."""
-    timings = session.phase_timings
-    if timings is None or count <= 0 or first_call < 0 or first_call + count > len(timings):
-        return {}
-    return timings.metrics(first_call, count)
-
-
-def timed_calls_start(calls_before: int, calls_after: int, kept_attempt: int, warmup_runs: int, timed_runs: int) -> int:
-    """First call number of the timed calls the latency harness kept: the harness runs warm-up then timed
-    calls, once or twice (a re-measure when the CV was high); the first attempt's timed calls follow its
-    warm-up, a kept second attempt's timed calls are the last ones."""
-    return calls_before + warmup_runs if kept_attempt == 1 else calls_after - timed_runs
