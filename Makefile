@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 TRT_BINDINGS := $(VENV)/tensorrt-bindings/.downloaded
 OPENVINO_VENV := $(VENV)/openvino-check
+MODELCONVERTER_VENV := $(VENV)/modelconverter-check
 
 .PHONY: quickstart test test-fast setup
 
@@ -37,7 +38,14 @@ $(OPENVINO_VENV)/.installed: $(STAMP)
 	$(OPENVINO_VENV)/bin/pip install -q "openvino-dev==2024.6.0" "onnx>=1.15" onnxruntime
 	touch $@
 
-test: $(STAMP) $(TRT_BINDINGS) $(OPENVINO_VENV)/.installed
+# Luxonis' ModelConverter (modelconv 0.6.2), whose own CLI parser and config loader read back the config file and
+# command line yolobench writes (tests/test_modelconverter.py): in its own venv, because it pins onnx 1.22.
+$(MODELCONVERTER_VENV)/.installed: $(STAMP)
+	$(PYTHON) -m venv $(MODELCONVERTER_VENV)
+	$(MODELCONVERTER_VENV)/bin/pip install -q "modelconv==0.6.2"
+	touch $@
+
+test: $(STAMP) $(TRT_BINDINGS) $(OPENVINO_VENV)/.installed $(MODELCONVERTER_VENV)/.installed
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

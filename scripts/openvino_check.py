@@ -1,7 +1,9 @@
-"""Checks what an OAK blob is made from, with no OAK and no blob conversion service: OpenVINO's Model
-Optimizer converts a variant's ONNX export (and its on-device-decoding head) with the exact optimizer
-parameters yolobench sends to blobconverter, and OpenVINO's CPU plugin runs the result on the BGR uint8
-planar frames the device gets. Its outputs must match ONNX Runtime on the host's RGB float tensor.
+"""Checks what an OAK archive is compiled from, with no OAK and no converter: OpenVINO's Model Optimizer converts
+a variant's ONNX export and its rewritten head (what every converter compiles) with the preprocessing every
+converter is asked for (scale 255, BGR frames reversed to RGB), and OpenVINO's CPU plugin runs the result on the
+BGR uint8 planar frames the device gets. Its outputs must match ONNX Runtime on the host's RGB float tensor; and
+the runtime's host decoding of the head's outputs (what `on_device_decode: false` measures) must give the
+export's own decoded output.
 
 The service runs OpenVINO 2022.1, which has no wheel for this Python; openvino-dev 2024.6 is the last
 release with the `mo` tool (its FP16 switch is --compress_to_fp16, where 2022.1 takes --data_type=FP16).
@@ -25,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from yolobench.runtimes.depthai_runtime import tensor_to_planar_bgr
-from yolobench.stages.blob import OPTIMIZER_PARAMS, rewrite_rvc2_head
+from yolobench.runtimes.depthai_runtime import levels_as_head, tensor_to_planar_bgr
+from yolobench.stages.blob import OPTIMIZER_PARAMS, rewrite_rvc2_head  # the converters' preprocessing, in MO's words
 
 # Largest |OpenVINO - ONNX Runtime| relative to the largest |ONNX Runtime| output, per output tensor.
 TOLERANCE = {False: 1e-4, True: 5e-3}  # fp32 IR; weights compressed to FP16
@@ -40,6 +42,27 @@ def model_optimizer(onnx_path: Path, output_dir: Path, fp16: bool) -> Path:
     if done.returncode != 0:
         raise SystemExit(f"mo failed on {onnx_path.name}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return output_dir / f"{onnx_path.stem}.xml"
+
+
+def compare_decoded(export: Path, head: Path, frames_rgb: np.ndarray, fp16: bool, work: Path) -> list[float]:
+    """Worst relative difference of boxes and of class scores: the host's decoding of OpenVINO's head outputs
+    (on BGR uint8 frames) vs the export's own output on ONNX Runtime (RGB floats)."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    xml = model_optimizer(head, work / f"{head.stem}_decoded_{'fp16' if fp16 else 'fp32'}", fp16)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    session = ort.InferenceSession(str(export), providers=["CPUExecutionProvider"])
+    input_name, size = session.get_inputs()[0].name, frames_rgb.shape[-1]
+    worst = [0.0, 0.0]
+    for frame in frames_rgb:
+        expected = session.run(None, {input_name: frame[None]})[0]
+        results = compiled(tensor_to_planar_bgr(frame[None])[None].astype(np.float32))
+        decoded = levels_as_head([results[output] for output in compiled.outputs], size)
+        for index, rows in enumerate((slice(0, 4), slice(4, None))):
+            difference = np.abs(decoded[0, rows] - expected[0, rows]).max() / np.abs(expected[0, rows]).max()
+            worst[index] = max(worst[index], float(difference))
+    return worst
 
 
 def compare(onnx_path: Path, frames_rgb: np.ndarray, fp16: bool, work: Path) -> list[float]:
@@ -84,6 +107,12 @@ def main() -> int:
                 failed |= not ok
                 print(f"{mode:24s} compress_to_fp16={fp16!s:5s} worst relative difference per output: "
                       f"{', '.join(f'{w:.1e}' for w in worst)}  {'ok' if ok else 'TOO LARGE'}")
+        for fp16 in (False, True):
+            worst = compare_decoded(args.onnx, head, frames_rgb, fp16, work)
+            ok = max(worst) <= TOLERANCE[fp16]
+            failed |= not ok
+            print(f"{'head decoded on the host':24s} compress_to_fp16={fp16!s:5s} worst relative difference of boxes, "
+                  f"scores: {', '.join(f'{w:.1e}' for w in worst)}  {'ok' if ok else 'TOO LARGE'}")
     return 1 if failed else 0
 
 

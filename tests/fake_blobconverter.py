@@ -1,6 +1,7 @@
-"""A local stand-in for the blobconverter HTTP service (POST /compile), on 127.0.0.1: it records each
+"""A local stand-in for the legacy blobconverter HTTP service (POST /compile), on 127.0.0.1: it records each
 request exactly as received (query, form fields, uploaded files, the parsed config) and answers with
-a small blob that has a valid Myriad X header, or with the error it was told to give."""
+a small blob that has a valid Myriad X header, or with the error it was told to give. Also the compiled-model
+bytes the other converters' fakes hand back (a blob and a superblob DepthAI's own readers accept)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,25 @@ from typing import Any
 import yaml
 
 
-def dummy_blob(size: int = 256) -> bytes:
-    """Bytes with the header a compiled blob has: magic 9709 at 52, declared size at 56."""
+# mv_blob_header (little-endian uint32 after the 52-byte ELF header): magic, file size, blob version major/minor,
+# input/output/stage counts, input/output sizes, batch, BSS size, CMX slices, SHAVEs, hw/shave/dma stage flags, then
+# the offsets of the input, output, stage and constant sections. Version 6.0 is what OpenVINO 2022.x writes.
+_BLOB_HEADER = struct.Struct("<20I")
+
+
+def dummy_blob(size: int = 256, shaves: int = 8) -> bytes:
+    """Bytes with the header a compiled blob has (magic 9709 at 52, declared size at 56, version 6.0, no inputs or
+    outputs), complete enough for DepthAI's own blob reader to accept."""
     data = bytearray(size)
-    struct.pack_into("<II", data, 52, 9709, size)
+    end = 52 + _BLOB_HEADER.size
+    _BLOB_HEADER.pack_into(data, 52, 9709, size, 6, 0, 0, 0, 0, 0, 0, 1, 0, shaves, shaves, 0, 0, 0, end, end, end, end)
     return bytes(data)
+
+
+def dummy_superblob(size: int = 256) -> bytes:
+    """A superblob whose base blob serves every SHAVE count (16 empty patches), as DepthAI reads it."""
+    blob = dummy_blob(size)
+    return struct.pack(">17Q", len(blob), *([0] * 16)) + blob
 
 
 @dataclass

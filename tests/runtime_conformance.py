@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.tiny_onnx import INPUT_SHAPE, write_conv_model
-from yolobench.cache import Artifact, ArtifactCache, BuildOutput
+from tests.tiny_yolo11 import tiny_yolo11_export
+from yolobench.cache import Artifact, ArtifactCache
 from yolobench.runtimes import (
     Availability, Check, DecodeSettings, RunFacts, Runtime, RuntimeInfo, SessionBase, get_runtime, load_attribute,
     runtime_info,
@@ -25,25 +25,16 @@ from yolobench.runtimes import (
 from yolobench.runtimes.timing import PhaseTimings
 
 KNOWN_PRECISIONS = {"fp32", "fp16", "int8"}
-TINY_CLASSES = 4  # write_conv_model(yolo_layout=True): (1, 4 + 4, 32 * 32)
-TINY_ANCHORS = INPUT_SHAPE[-1] * INPUT_SHAPE[-2]
-TINY_IMGSZ = INPUT_SHAPE[-1]
+# tests/tiny_yolo11.py: a YOLO11 head's node names at 64 px, so runtimes that rewrite the head (OAK) take it too.
+TINY_CLASSES = 4
+TINY_IMGSZ = 64
+TINY_ANCHORS = sum((TINY_IMGSZ // stride) ** 2 for stride in (8, 16, 32))
+INPUT_SHAPE = (1, 3, TINY_IMGSZ, TINY_IMGSZ)
 
 
 def tiny_model(cache: ArtifactCache) -> Artifact:
-    """The tiny YOLO-layout model as a cached export artifact, with the manifest facts runtimes read."""
-
-    def build(work_dir: Path) -> BuildOutput:
-        write_conv_model(work_dir / "model.onnx", yolo_layout=True)
-        return BuildOutput("model.onnx", {
-            "precision": "fp32", "imgsz": TINY_IMGSZ, "opset": 17, "num_classes": TINY_CLASSES,
-            "names": {str(i): f"class{i}" for i in range(TINY_CLASSES)}, "input_name": "images",
-            "input_shape": list(INPUT_SHAPE), "output_name": "output0",
-            "output_shape": [1, 4 + TINY_CLASSES, TINY_ANCHORS], "op_counts": {"Conv": 3, "Relu": 1},
-            "applied_by_default": [],
-        })  # fmt: skip
-
-    return cache.get_or_build("export", {"tiny_onnx": "yolo_layout"}, None, {}, build)
+    """The tiny YOLO11-shaped model as a cached export artifact, with the manifest facts runtimes read."""
+    return tiny_yolo11_export(cache, imgsz=TINY_IMGSZ, num_classes=TINY_CLASSES)
 
 
 class RuntimeTestCase:

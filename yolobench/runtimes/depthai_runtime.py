@@ -1,18 +1,13 @@
-"""DepthAI (OAK cameras, Myriad X VPU): the variant's ONNX compiled to a .blob with the SHAVEs axis,
-run on the device with frames sent from the host (XLinkIn -> NN -> XLinkOut), so accuracy is scored
-on the val split like every other runtime.
+"""DepthAI 3 (OAK cameras on RVC2, e.g. the OAK-D Pro): the variant's NN Archive (stages/rvc2_compile.py) run on
+the device with frames sent from the host (a host input queue -> NN -> a host output queue), so accuracy is
+scored on the val split like every other runtime. The SHAVE count is picked from the archive's superblob when
+it is opened; the NN's inference threads come from the `inference_threads` axis or the options.
 
-Written for the DepthAI 2.x API (pyproject pins depthai>=2.24,<3): the OAK-D Pro is an RVC2 device,
-2.x is the line that runs .blob files from blobconverter with the XLinkIn/XLinkOut host-feeding
-pattern and on-device YOLO decoding configured by setters; 3.x replaces those nodes with host queues
-and favours NN archives, and for RVC2 brings nothing this benchmark needs.
-
-Two modes, from the `on_device_decode` axis:
-- false: a NeuralNetwork node; its raw (1, 4+nc, anchors) output is decoded and NMS'd on the host
-  by yolobench.measure.postprocess, exactly as for ONNX Runtime.
-- true: a YoloDetectionNetwork node decodes and runs NMS on the device (anchor-free YOLO11: classes,
-  coordinate size 4, no anchors or masks, the sweep's IoU and confidence thresholds), on a blob whose
-  head was rewritten into the per-level outputs its parser reads (stages/blob.py).
+Two modes, from the `on_device_decode` axis, on the same archive:
+- false: a NeuralNetwork node; the host turns its per-level outputs (DFL distances, confidence, class scores)
+  into Ultralytics' (1, 4+nc, anchors) layout and decodes and NMS's it like ONNX Runtime's output;
+- true: a DetectionNetwork configured from the archive's YOLO head (anchor-free, its classes) decodes and runs
+  NMS on the device, at the host decode's confidence and IoU thresholds.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -38,9 +33,9 @@ from yolobench.runtimes.base import Availability, AxisValue, Check, DecodeSettin
 if TYPE_CHECKING:  # pydantic, which a bare measuring host may lack
     from yolobench.runtimes.options import DepthaiOptions, DepthaiSpec
 
-INPUT_STREAM = "yolobench_in"
-OUTPUT_STREAM = "yolobench_out"
-STRIDES = (8, 16, 32)  # YOLO11 detection levels
+DEPTHAI_MAJOR = "3"
+RVC2_PLATFORM = "X_LINK_MYRIAD_X"
+QUEUE_SIZE = 1  # one frame in flight: each one is scored, none is dropped
 # The TRACE line the RVC2 firmware logs per inference, from the NN node or the detection node that wraps it:
 # payload "NeuralNetwork inference took '62.274784' ms." (DepthAI docs, "Measuring operation times").
 _NN_TIME = re.compile(r"NeuralNetwork inference took\s+'?(\d+(?:\.\d+)?)'?\s*ms")
@@ -50,54 +45,55 @@ _NN_TIME = re.compile(r"NeuralNetwork inference took\s+'?(\d+(?:\.\d+)?)'?\s*ms"
 class PipelineSettings:
     """Everything the device pipeline is built from; recorded with the run."""
 
-    blob_path: Path
+    archive_path: Path
     imgsz: int
     on_device_decode: bool
     num_classes: int
-    conf_threshold: float
-    iou_threshold: float
+    shaves: int
+    superblob: bool = True
+    conf_threshold: float = 0.001
+    iou_threshold: float = 0.7
     inference_threads: int = 1
     nce_per_thread: int = 0
-    openvino_version: str = "2022.1"
+    outputs: dict[str, list[int]] = field(default_factory=dict)  # the archive's outputs and their shapes
 
 
-def build_pipeline(dai: ModuleType, settings: PipelineSettings) -> Any:
-    """XLinkIn (host frames) -> NeuralNetwork or YoloDetectionNetwork -> XLinkOut. `dai` is the depthai
-    module, passed in so that tests can hand a recording stand-in to check what the device would get."""
-    pipeline = dai.Pipeline()
-    pipeline.setOpenVINOVersion(getattr(dai.OpenVINO.Version, "VERSION_" + settings.openvino_version.replace(".", "_")))
-
-    frames_in = pipeline.create(dai.node.XLinkIn)
-    frames_in.setStreamName(INPUT_STREAM)
-    frames_in.setMaxDataSize(3 * settings.imgsz * settings.imgsz)  # one BGR planar uint8 frame
-    frames_in.setNumFrames(2)
-
-    if settings.on_device_decode:
-        network = pipeline.create(dai.node.YoloDetectionNetwork)
-        network.setNumClasses(settings.num_classes)
-        network.setCoordinateSize(4)
-        network.setAnchors([])  # anchor-free: YOLO11 predicts distances from grid cells
-        network.setAnchorMasks({})
-        network.setIouThreshold(settings.iou_threshold)
-        network.setConfidenceThreshold(settings.conf_threshold)
+def build_pipeline(dai: ModuleType, pipeline: Any, settings: PipelineSettings) -> tuple[Any, Any]:
+    """NeuralNetwork or DetectionNetwork from the archive on `pipeline`; returns the host's (input queue, output
+    queue). `dai` is the depthai module, passed in so that tests can hand a recording stand-in."""
+    archive = dai.NNArchive(str(settings.archive_path))
+    network = pipeline.create(dai.node.DetectionNetwork if settings.on_device_decode else dai.node.NeuralNetwork)
+    if settings.superblob:
+        network.setNNArchive(archive, settings.shaves)  # the blob compiled for that many SHAVEs
     else:
-        network = pipeline.create(dai.node.NeuralNetwork)
-    network.setBlobPath(str(settings.blob_path))
+        network.setNNArchive(archive)  # a legacy single blob, compiled for its SHAVE count
+    if settings.on_device_decode:
+        network.setConfidenceThreshold(settings.conf_threshold)
+        network.detectionParser.setIouThreshold(settings.iou_threshold)
     network.setNumInferenceThreads(settings.inference_threads)
     network.setNumNCEPerInferenceThread(settings.nce_per_thread)
     network.setNumPoolFrames(2)
-    network.input.setBlocking(True)  # a frame is never dropped: each one is scored
-    network.input.setQueueSize(1)
-    frames_in.out.link(network.input)
-
-    results_out = pipeline.create(dai.node.XLinkOut)
-    results_out.setStreamName(OUTPUT_STREAM)
-    network.out.link(results_out.input)
-    return pipeline
+    network.input.setBlocking(True)
+    network.input.setMaxSize(QUEUE_SIZE)
+    frames = network.input.createInputQueue(maxSize=QUEUE_SIZE, blocking=True)
+    results = network.out.createOutputQueue(maxSize=QUEUE_SIZE, blocking=True)
+    return frames, results
 
 
-def num_anchors(imgsz: int) -> int:
-    return sum((imgsz // stride) ** 2 for stride in STRIDES)
+def levels_as_head(levels: list[np.ndarray], imgsz: int) -> np.ndarray:
+    """Per-level (1, 4+1+nc, h, w) outputs (distances left, top, right, bottom in grid cells; confidence; class
+    scores) as Ultralytics' (1, 4+nc, anchors) output: xywh in pixels, then class scores, level by level and row by
+    row, the anchor order of the ONNX export."""
+    boxes, scores = [], []
+    for level in levels:
+        _, channels, height, width = level.shape
+        stride = imgsz / height
+        grid_y, grid_x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+        left, top, right, bottom = level[0, :4]
+        x1, y1, x2, y2 = grid_x - left, grid_y - top, grid_x + right, grid_y + bottom
+        boxes.append(np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).reshape(4, -1) * stride)
+        scores.append(level[0, 5:].reshape(channels - 5, -1))
+    return np.concatenate([np.concatenate(boxes, 1), np.concatenate(scores, 1)])[None].astype(np.float32)
 
 
 def detections_as_head(detections: list[Any], num_classes: int, imgsz: int) -> np.ndarray:
@@ -119,6 +115,21 @@ def tensor_to_planar_bgr(tensor: np.ndarray) -> np.ndarray:
     """The host's (1, 3, h, w) RGB float tensor in [0, 1] back to the BGR uint8 planar bytes the blob takes
     (the blob scales by 1/255 and swaps channels itself). Lossless: the tensor was made from uint8."""
     return np.ascontiguousarray(np.rint(tensor[0, ::-1] * 255.0).clip(0, 255).astype(np.uint8))
+
+
+def host_frame(dai: ModuleType, tensor: np.ndarray, sequence: int) -> Any:
+    """The ImgFrame the device gets for one host tensor: BGR888p, its size as its transformation (what the
+    detection parser normalises boxes by)."""
+    size = tensor.shape[-1]
+    frame = dai.ImgFrame()
+    frame.setType(dai.ImgFrame.Type.BGR888p)
+    frame.setWidth(size)
+    frame.setHeight(tensor.shape[-2])
+    frame.setData(tensor_to_planar_bgr(tensor).reshape(-1))
+    frame.setTransformation(dai.ImgTransformation(size, tensor.shape[-2]))
+    frame.setSequenceNum(sequence)
+    frame.setTimestamp(dai.Clock.now())
+    return frame
 
 
 class DeviceTimes:
@@ -146,57 +157,45 @@ class DeviceTimes:
 
 
 class DepthaiSession(SessionBase):
-    """One open device: `infer` sends one frame and waits for its result (host round trip)."""
+    """One running pipeline on one device: `infer` sends one frame and waits for its result (host round trip)."""
 
-    def __init__(self, dai: ModuleType, device: Any, settings: PipelineSettings, device_times: DeviceTimes,
-                 shaves: int, blob_manifest: dict[str, Any] | None = None) -> None:
-        self._dai = dai
-        self._blob_manifest = blob_manifest or {}
-        self._device = device
+    def __init__(self, dai: ModuleType, device: Any, pipeline: Any, queues: tuple[Any, Any],
+                 settings: PipelineSettings, device_times: DeviceTimes, archive_manifest: dict[str, Any] | None = None):
+        self._dai, self._device, self._pipeline = dai, device, pipeline
+        self._input, self._output = queues
         self._settings = settings
         self._device_times = device_times
-        self._shaves = shaves
-        self._input = device.getInputQueue(INPUT_STREAM, maxSize=1, blocking=True)
-        self._output = device.getOutputQueue(OUTPUT_STREAM, maxSize=1, blocking=True)
+        self._archive = archive_manifest or {}
         self._sequence = 0
         self._round_trips_ms: list[float] = []
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        dai, size = self._dai, self._settings.imgsz
-        frame = dai.ImgFrame()
-        frame.setType(dai.ImgFrame.Type.BGR888p)
-        frame.setWidth(size)
-        frame.setHeight(size)
-        frame.setData(tensor_to_planar_bgr(tensor).reshape(-1))
-        frame.setSequenceNum(self._sequence)
-        frame.setTimestamp(dai.Clock.now())
+        frame = host_frame(self._dai, tensor, self._sequence)
         self._sequence += 1
         started = time.perf_counter()
         self._input.send(frame)
         message = self._output.get()
         self._round_trips_ms.append((time.perf_counter() - started) * 1000.0)
         if self._settings.on_device_decode:
-            return detections_as_head(list(message.detections), self._settings.num_classes, size)
-        raw = np.asarray(message.getFirstLayerFp16(), np.float32)
-        return raw.reshape(1, 4 + self._settings.num_classes, -1)  # (1, 4+nc, anchors), anchors from the blob
+            return detections_as_head(list(message.detections), self._settings.num_classes, self._settings.imgsz)
+        order = self._dai.TensorInfo.StorageOrder.NCHW
+        levels = [np.asarray(message.getTensor(name, order), np.float32).reshape(shape)
+                  for name, shape in self._settings.outputs.items()]
+        return levels_as_head(levels, self._settings.imgsz)
 
     def info(self) -> dict[str, Any]:
-        device_info = self._device.getDeviceInfo()
+        settings = self._settings
         return {
-            "providers": "depthai:" + ("YoloDetectionNetwork" if self._settings.on_device_decode else "NeuralNetwork"),
-            "threads": self._settings.inference_threads,
-            "nce_per_thread": self._settings.nce_per_thread,
-            "shaves": self._shaves,
-            "openvino_version": self._settings.openvino_version,
-            "on_device_decode": self._settings.on_device_decode,
-            "device": f"{self._device.getDeviceName()} {device_info.getMxId()}",
+            "providers": "depthai:" + ("DetectionNetwork" if settings.on_device_decode else "NeuralNetwork"),
+            "threads": settings.inference_threads, "nce_per_thread": settings.nce_per_thread,
+            "shaves": settings.shaves, "on_device_decode": settings.on_device_decode,
+            "device": f"{self._device.getDeviceName()} {self._device.getDeviceId()}",
             "usb_speed": str(self._device.getUsbSpeed()),
             "device_inference_time": ("device TRACE log" if self._device_times.times_ms
                                       else "unavailable: the device logged no NN timing lines"),
             "depthai": importlib.metadata.version("depthai"),
-            "blob": {k: self._blob_manifest.get(k) for k in ("key", "openvino_version", "shaves", "data_type",
-                                                            "optimizer_params", "compile_params", "converter_url",
-                                                            "source_onnx_opset", "build_s")},
+            "archive": {k: self._archive.get(k) for k in ("key", "converter", "versions", "superblob", "config",
+                                                          "source_onnx_opset", "build_s")},
         }
 
     def metrics(self) -> dict[str, float]:
@@ -208,24 +207,23 @@ class DepthaiSession(SessionBase):
 
     def close(self) -> None:
         if self._device is not None:
+            self._pipeline.stop()
             self._device.close()
             self._device = None
 
 
-def _open_device(dai: ModuleType, pipeline: Any, wanted: str | None) -> Any:
+def _open_device(dai: ModuleType, wanted: str | None) -> Any:
     try:
-        if wanted:
-            return dai.Device(pipeline, dai.DeviceInfo(wanted))
-        return dai.Device(pipeline)
+        return dai.Device(dai.DeviceInfo(wanted)) if wanted else dai.Device()
     except RuntimeError as error:
         raise RuntimeUnavailable(f"could not open the OAK device {wanted or '(first found)'}: {error}") from None
 
 
-def _classes_of(model: Artifact) -> int:
+def _num_classes(model: Artifact) -> int:
     names = model.manifest.get("names") or {}
     num_classes = int(model.manifest.get("num_classes") or len(names))
-    if num_classes <= 0:
-        raise ModelMismatch(f"the model's manifest ({model.key}) does not say how many classes it has")
+    if num_classes <= 0 or not names:
+        raise ModelMismatch(f"the model's manifest ({model.key}) does not say how many classes it has and their names")
     return num_classes
 
 
@@ -233,6 +231,29 @@ def _oak_settings(options: DepthaiOptions) -> DepthaiSpec:
     from yolobench.runtimes.options import DepthaiSpec
 
     return options.depthai or DepthaiSpec()
+
+
+def pipeline_settings(compiled: Artifact, model: Artifact, axes: Mapping[str, AxisValue], spec: DepthaiSpec,
+                      decode: DecodeSettings) -> PipelineSettings:
+    """What the pipeline of a variant is built from: its archive, its axes, the options, the host's thresholds."""
+    threads = axes.get("inference_threads")
+    return PipelineSettings(
+        archive_path=compiled.path, imgsz=int(axes["imgsz"]), on_device_decode=bool(axes["on_device_decode"]),
+        num_classes=_num_classes(model), shaves=int(axes["shaves"]), superblob=bool(compiled.manifest["superblob"]),
+        conf_threshold=decode.conf, iou_threshold=decode.iou,
+        inference_threads=int(threads) if threads is not None else spec.inference_threads,
+        nce_per_thread=spec.nce_per_thread, outputs=dict(compiled.manifest["outputs"]),
+    )
+
+
+def converter_checks() -> Check:
+    """Every registered converter, usable here or not and why, as the doctor's one "blob compiler" line."""
+    from yolobench.converters import converter_names, make_converter
+
+    states = {name: make_converter(name).availability() for name in converter_names()}
+    reason = "; ".join(f"{name}: {'usable' if s.usable else 'NOT usable'} ({s.reason})" for name, s in states.items())
+    return Check("blob compiler", any(s.usable for s in states.values()),
+                 f"runtime.depthai.converter picks one of these: {reason}")
 
 
 class DepthaiRuntime(Runtime):
@@ -244,13 +265,16 @@ class DepthaiRuntime(Runtime):
         import depthai as dai
 
         version = importlib.metadata.version("depthai")
-        if not version.startswith("2."):
-            return Availability(False, f"depthai {version} installed; yolobench is written for the 2.x API "
-                                       "(depthai>=2.24,<3)")
+        if version.split(".")[0] != DEPTHAI_MAJOR:
+            return Availability(False, f"depthai {version} installed; yolobench is written for the 3.x API "
+                                       "(pip install 'yolobench[oak]')")
         devices = dai.Device.getAllAvailableDevices()
+        rvc2 = [d for d in devices if d.platform.name == RVC2_PLATFORM]
+        names = ", ".join(f"{d.name} {d.deviceId} ({d.platform.name}, {d.state.name})" for d in devices)
         if not devices:
             return Availability(False, f"depthai {version} installed, but no OAK device found (USB or PoE)")
-        names = ", ".join(f"{d.name} {d.getMxId()} ({d.state.name})" for d in devices)
+        if not rvc2:
+            return Availability(False, f"depthai {version}; no RVC2 (Myriad X) device among: {names}")
         return Availability(True, f"depthai {version}; devices: {names}")
 
     def _require_device(self) -> None:
@@ -260,55 +284,49 @@ class DepthaiRuntime(Runtime):
 
     def checks(self) -> list[Check]:
         """What compiling a variant for the device needs besides the device itself."""
-        from yolobench.stages.blob import converter_url
-
         onnx_here = importlib.util.find_spec("onnx") is not None
-        requests_here = importlib.util.find_spec("requests") is not None
-        return [
-            Check("blob compiler", requests_here,
-                  f"blobconverter service at {converter_url()} (set runtime.depthai.converter_url or "
-                  "$YOLOBENCH_BLOBCONVERTER_URL); reachability is checked on first compile"
-                  if requests_here else "package requests is not installed"),
-            Check("on-device decoding", onnx_here,
-                  "onnx installed: the YOLO11 head can be rewritten for YoloDetectionNetwork" if onnx_here
-                  else "package onnx is not installed: on_device_decode=true variants cannot be compiled"),
-        ]
+        return [converter_checks(), Check(
+            "on-device decoding", onnx_here,
+            "onnx installed: the YOLO11 head is rewritten into the per-level outputs both decoding modes read"
+            if onnx_here else "package onnx is not installed: no OAK variant can be compiled")]
 
     def compile(self, model: Artifact, axes: Mapping[str, AxisValue], options: DepthaiOptions,
                 cache: ArtifactCache) -> Artifact:
-        """The blob for the variant's SHAVE count, from the fp32 export (its head rewritten for on-device decoding
-        when asked). Refused first where there is no device: a blob is of no use to a host without one."""
-        from yolobench.stages.blob import BlobSettings, compile_blob, converter_url, rvc2_detection_head
+        """The variant's NN Archive from the fp32 export, its head rewritten for DepthAI's parser: one superblob per
+        (model, imgsz), whatever the SHAVEs and decoding mode. Refused first where there is no device."""
+        from yolobench.converters import make_converter
+        from yolobench.stages.blob import rvc2_detection_head
+        from yolobench.stages.rvc2_compile import compile_archive
 
         self._require_device()
         axes = self.info.resolve_axes(axes)
-        _classes_of(model)  # before compiling: the device's decoder needs it
-        settings = _oak_settings(options)
-        source = rvc2_detection_head(cache, model) if bool(axes["on_device_decode"]) else model
-        return compile_blob(cache, source, BlobSettings(shaves=int(axes["shaves"]),
-                                                        openvino_version=settings.openvino_version,
-                                                        url=converter_url(settings.converter_url)))
+        _num_classes(model)  # before compiling: the archive's head declares them
+        spec = _oak_settings(options)
+        converter = make_converter(spec.converter_name, spec)
+        return compile_archive(cache, rvc2_detection_head(cache, model), converter, int(axes["imgsz"]),
+                               int(axes["shaves"]))
 
     def open(self, model: Artifact, compiled: Artifact | None, axes: Mapping[str, AxisValue],
              options: DepthaiOptions, decode: DecodeSettings, work_dir: Path) -> DepthaiSession:
-        """The device, running the blob `compile` made, fed frames from the host; decoding on the device uses the
-        host decode's thresholds (`decode`)."""
+        """The device, running the archive `compile` made at the variant's SHAVE count, fed frames from the host."""
         if compiled is None:
-            raise ValueError("DepthaiRuntime.open needs the blob its compile() made")
+            raise ValueError("DepthaiRuntime.open needs the NN Archive its compile() made")
         self._require_device()
         import depthai as dai
 
-        axes = self.info.resolve_axes(axes)
-        settings = _oak_settings(options)
-        pipeline_settings = PipelineSettings(
-            blob_path=compiled.path, imgsz=int(axes["imgsz"]), on_device_decode=bool(axes["on_device_decode"]),
-            num_classes=_classes_of(model), conf_threshold=decode.conf, iou_threshold=decode.iou,
-            inference_threads=settings.inference_threads, nce_per_thread=settings.nce_per_thread,
-            openvino_version=settings.openvino_version,
-        )
-        device = _open_device(dai, build_pipeline(dai, pipeline_settings), settings.device)
+        spec = _oak_settings(options)
+        settings = pipeline_settings(compiled, model, self.info.resolve_axes(axes), spec, decode)
+        device = _open_device(dai, spec.device)
         device_times = DeviceTimes()
         device.setLogLevel(dai.LogLevel.TRACE)  # the NN's per-inference time is only logged at TRACE
         device.setLogOutputLevel(dai.LogLevel.WARN)  # ... and stays off the console
         device.addLogCallback(device_times)
-        return DepthaiSession(dai, device, pipeline_settings, device_times, int(axes["shaves"]), compiled.manifest)
+        try:
+            pipeline = dai.Pipeline(device)
+            queues = build_pipeline(dai, pipeline, settings)
+            pipeline.start()
+        except RuntimeError as error:
+            device.close()
+            raise RuntimeUnavailable(f"the OAK refused the pipeline for {compiled.path.name}: {error}") from None
+        return DepthaiSession(dai, device, pipeline, queues, settings, device_times,
+                              {**compiled.manifest, "key": compiled.key})

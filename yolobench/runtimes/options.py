@@ -56,16 +56,42 @@ class TensorRTOptions(RuntimeOptions):
 
 
 class DepthaiSpec(BaseModel):
-    """OAK (Myriad X) settings that are not axes: how the blob is compiled and how the NN node runs."""
+    """OAK (RVC2) settings that are not axes: which converter compiles the NN Archive, and how the NN node runs.
+    Fields keep the names and defaults of earlier releases (variant keys hash the ones a sweep sets)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    openvino_version: Literal[OPENVINO_VERSIONS] = "2022.1"
+    converter: str = Field(
+        "hubai", description="what compiles the NN Archive: hubai (online, $HUBAI_API_KEY), modelconverter (local, "
+                             "Docker) or blobconverter (a self-hosted legacy service at converter_url)")
     converter_url: str | None = Field(
-        None, description="blob conversion service; default: $YOLOBENCH_BLOBCONVERTER_URL, else Luxonis' public one")
-    inference_threads: int = Field(1, ge=1, le=2, description="NN node threads; frames are sent one at a time")
+        None, description="blobconverter: the service's URL (no default: Luxonis' public one is retired; else "
+                          "$YOLOBENCH_BLOBCONVERTER_URL); hubai: another HubAI service (default: $HUBAI_URL)")
+    tool_version: str | None = Field(
+        None, description="hubai and modelconverter: the OpenVINO (IR) version to convert with; default: theirs")
+    openvino_version: Literal[OPENVINO_VERSIONS] = Field(
+        "2022.1", description="blobconverter: the service's OpenVINO version")
+    inference_threads: int = Field(1, ge=1, le=2, description="NN node threads, where the sweep has no "
+                                                              "inference_threads axis; frames are sent one at a time")
     nce_per_thread: int = Field(0, ge=0, le=2, description="neural compute engines per thread; 0 = DepthAI decides")
-    device: str | None = Field(None, description="MX id, IP or name of the OAK to use; default: the first found")
+    device: str | None = Field(None, description="device id, IP or name of the OAK to use; default: the first found")
+
+    @property
+    def converter_name(self) -> str:
+        """The converter to use. A section that gives converter_url but no converter is an earlier release's,
+        written for the blobconverter service: it keeps that meaning (and its variant keys)."""
+        if "converter" not in self.model_fields_set and self.converter_url is not None:
+            return "blobconverter"
+        return self.converter
+
+    @field_validator("converter")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from yolobench.converters import converter_names
+
+        if name not in converter_names():
+            raise ValueError(f"unknown converter {name!r}; allowed: {', '.join(converter_names())}")
+        return name
 
 
 class DepthaiOptions(RuntimeOptions):

@@ -1,42 +1,28 @@
-"""OAK (Myriad X) compile stage: a variant's ONNX -> .blob through a blobconverter service, with the
-SHAVE count and FP16; and, for decoding on the device, the YOLO11 head rewritten into the per-scale
-outputs DepthAI's YOLO parser reads.
-
-The request is the one the `blobconverter` package (1.4.x) sends to the service's /compile endpoint.
-We send it ourselves because that package first asks a public S3 bucket for a prebuilt blob whatever
-URL it is given, which fails on an offline network with a self-hosted converter; our own cache (keyed
-on the ONNX, SHAVEs, OpenVINO version and parameters) already plays that role.
+"""RVC2 (Myriad X) blob pieces every OAK converter shares: the preprocessing the blob is compiled with, the
+blob header check, and the YOLO11 head rewritten into the per-level outputs DepthAI's YOLO parser reads (the
+model every converter compiles, so one NN Archive serves host and on-device decoding).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput, file_sha256
+from yolobench.cache import Artifact, ArtifactCache, BuildFailed, BuildOutput
 
-BLOB_STAGE = "blob"
 HEAD_STAGE = "rvc2_head"
-DEFAULT_CONVERTER_URL = "https://blobconverter.luxonis.com"
-CONVERTER_URL_ENV = "YOLOBENCH_BLOBCONVERTER_URL"
 # The device gets letterboxed BGR uint8 planar frames; the blob itself divides by 255 and swaps to RGB,
-# so the network sees exactly the host's float tensor (RGB, 0..1).
+# so the network sees exactly the host's float tensor (RGB, 0..1). In Model Optimizer's words:
 OPTIMIZER_PARAMS = ("--mean_values=[0,0,0]", "--scale_values=[255,255,255]", "--reverse_input_channels")
 COMPILE_PARAMS = ("-ip U8",)
 DATA_TYPE = "FP16"  # the only precision the Myriad X VPU runs
-# Output names DepthAI's YOLO parser (firmware 2.x) decodes as anchor-free YOLOv6r2/v8 heads.
+# Output names DepthAI's YOLO parser decodes as anchor-free YOLOv6r2/v8 heads.
 RVC2_OUTPUT_NAMES = ("output1_yolov6r2", "output2_yolov6r2", "output3_yolov6r2")
 # blob header: magic number at byte 52, the blob's declared size at byte 56 (little-endian uint32).
 _BLOB_MAGIC = 9709
 _HEAD_CONV = re.compile(r"^/model\.(\d+)/(cv2|cv3)\.(\d+)/\2\.\3\.2/Conv$")
-
-
-def converter_url(configured: str | None = None) -> str:
-    return (configured or os.environ.get(CONVERTER_URL_ENV) or DEFAULT_CONVERTER_URL).rstrip("/")
 
 
 def is_blob(data: bytes) -> bool:
@@ -45,115 +31,6 @@ def is_blob(data: bytes) -> bool:
         return False
     magic, declared = struct.unpack_from("<II", data, 52)
     return magic == _BLOB_MAGIC and declared <= len(data)
-
-
-@dataclass(frozen=True)
-class BlobSettings:
-    """Everything that decides the blob's content (the service URL does not: any service with the same
-    OpenVINO version compiles the same blob)."""
-
-    shaves: int
-    openvino_version: str = "2022.1"
-    data_type: str = DATA_TYPE
-    optimizer_params: tuple[str, ...] = OPTIMIZER_PARAMS
-    compile_params: tuple[str, ...] = COMPILE_PARAMS
-    url: str = field(default_factory=converter_url, compare=False)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "shaves": self.shaves,
-            "data_type": self.data_type,
-            "optimizer_params": list(self.optimizer_params),
-            "compile_params": list(self.compile_params),
-        }
-
-
-def _upload_name(path: Path) -> str:
-    """The service refuses names with more than one dot or any '='."""
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)
-    return f"{stem}.onnx"
-
-
-def request_blob(onnx_path: Path, settings: BlobSettings, timeout_s: float = 900.0) -> bytes:
-    """POST the model to the service's /compile endpoint and return the blob's bytes."""
-    import requests
-    import yaml
-
-    name = _upload_name(onnx_path)
-    config = {
-        "task_type": "detection",
-        "framework": "onnx",
-        "model_optimizer_args": [*settings.optimizer_params, f"--data_type={settings.data_type}",
-                                 f"--input_model=$dl_dir/{settings.data_type}/{name}"],
-        "files": [{"name": f"{settings.data_type}/{name}", "source": {"$type": "http", "url": f"$REQUEST/{name}"}}],
-    }
-    form = {
-        "myriad_shaves": str(settings.shaves),
-        "myriad_params_advanced": " ".join(settings.compile_params),
-        "data_type": settings.data_type,
-        "download_ir": "False",
-        "zoo_type": "intel",
-        "name": Path(name).stem,
-    }
-    query = {"version": settings.openvino_version, "no_cache": "False"}
-    with open(onnx_path, "rb") as model_file:
-        files = {
-            "config": ("config.yml", yaml.safe_dump(config, default_flow_style=False).encode(), "application/x-yaml"),
-            name: (name, model_file, "application/octet-stream"),
-        }
-        try:
-            response = requests.post(f"{settings.url}/compile", params=query, data=form, files=files,
-                                     timeout=(10.0, timeout_s))
-        except requests.RequestException as error:
-            raise BuildFailed(
-                f"blob conversion service {settings.url} not reachable ({type(error).__name__}: {error}); "
-                f"set runtime.depthai.converter_url or ${CONVERTER_URL_ENV} to a reachable blobconverter service"
-            ) from None
-    if response.status_code != 200:
-        detail = response.text[:2000]
-        raise BuildFailed(f"blob conversion service {settings.url} answered {response.status_code}: {detail}")
-    if not is_blob(response.content):
-        raise BuildFailed(f"blob conversion service {settings.url} returned {len(response.content)} bytes that "
-                          "are not a Myriad X blob")
-    return response.content
-
-
-def _onnx_opset(path: Path) -> int | None:
-    try:
-        import onnx
-    except ImportError:
-        return None
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def compile_blob(cache: ArtifactCache, onnx_artifact: Artifact, settings: BlobSettings) -> Artifact:
-    """The variant's ONNX compiled for the Myriad X with `settings.shaves` SHAVEs, cached by content."""
-
-    def build(work_dir: Path) -> BuildOutput:
-        blob = request_blob(onnx_artifact.path, settings)
-        output = work_dir / f"{onnx_artifact.path.stem}_{settings.shaves}shave.blob"
-        output.write_bytes(blob)
-        return BuildOutput(
-            filename=output.name,
-            manifest={
-                "openvino_version": settings.openvino_version,
-                "shaves": settings.shaves,
-                "data_type": settings.data_type,
-                "optimizer_params": list(settings.optimizer_params),
-                "compile_params": list(settings.compile_params),
-                "converter_url": settings.url,
-                "source_onnx_sha256": file_sha256(onnx_artifact.path),
-                "source_onnx_opset": _onnx_opset(onnx_artifact.path),
-                "blob_bytes": len(blob),
-                "input": "BGR uint8 planar (U8); the blob scales by 1/255 and swaps to RGB",
-                "applied_by_default": [{"name": "openvino_fusion",
-                                        "by": "OpenVINO Model Optimizer and the Myriad X compiler (always on)"}],
-            },
-        )
-
-    return cache.get_or_build(BLOB_STAGE, settings.config(), onnx_artifact,
-                              {"openvino": settings.openvino_version, "blobconverter_api": "compile-v1"}, build)
 
 
 # --- on-device decoding: the head DepthAI's YOLO parser reads ------------------------------------------
@@ -281,7 +158,8 @@ def rvc2_detection_head(cache: ArtifactCache, onnx_artifact: Artifact) -> Artifa
             raise BuildFailed("rewriting the head for on-device decoding needs the onnx package "
                               "(pip install 'yolobench[oak]')") from None
         return BuildOutput(filename=output.name, manifest={
-            **{k: onnx_artifact.manifest[k] for k in ("imgsz", "names", "precision") if k in onnx_artifact.manifest},
+            **{k: onnx_artifact.manifest[k] for k in ("imgsz", "names", "precision", "opset", "input_name",
+                                                       "input_shape") if k in onnx_artifact.manifest},
             "head": "rvc2 YOLO parser: per level (1, 4+1+nc, h, w) = DFL distances, max class score, class scores",
             **done,
         })
