@@ -89,7 +89,7 @@ def test_report_prints_every_variant_and_marks_the_front(seeded_home: Path, tmp_
     capsys.readouterr()
     assert main(["report", str(spec_path), "--home", str(seeded_home)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line for line in lines[1:] if line.startswith("n-")]
+    rows = [line for line in lines[1:] if line.split()[1:2] and line.split()[1].startswith("n-")]  # rank, variant
     assert len(rows) == 6
     runs = child_runs(seeded_home)
     points = [(r.data.metrics["latency_ms_p50"], -r.data.metrics["map50_95"]) for r in runs]

@@ -77,6 +77,7 @@ def tiny_yolo11_export(cache: ArtifactCache, imgsz: int = 64, num_classes: int =
             "precision": "fp32", "imgsz": imgsz, "opset": opset, "num_classes": num_classes,
             "names": {str(i): f"class{i}" for i in range(num_classes)}, "input_name": "images",
             "input_shape": [1, 3, imgsz, imgsz], "output_name": "output0",
+            "output_shape": [1, 4 + num_classes, sum((imgsz // stride) ** 2 for stride in STRIDES)],
         })
 
     return cache.get_or_build("export", {"tiny_yolo11": scale, "imgsz": imgsz, "nc": num_classes, "opset": opset},
