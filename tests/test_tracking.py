@@ -102,11 +102,13 @@ def test_filters_quote_values_and_join_clauses() -> None:
 def test_workers_that_start_together_settle_on_the_earliest_parent(tmp_path: Path) -> None:
     first, second = (tracking.Tracker(tracking.default_tracking_uri(tmp_path)) for _ in range(2))
     experiment_id = first.experiment_id("tiny")
-    mine = first.settle_parent(experiment_id, "tiny", "study-a", None, params={"p": 1}, tags={})
-    # The second worker read "no parent yet" from the study too: it makes its own, then gives way.
-    assert second.settle_parent(experiment_id, "tiny", "study-a", None, params={"p": 1}, tags={}) == mine
-    assert first.settle_parent(experiment_id, "tiny", "study-a", mine, params={}, tags={}) == mine
+    created = first.settle_parent(experiment_id, "tiny", "study-a", None, params={"p": 1}, tags={})
+    # The second worker read "no parent yet" from the study too: it makes its own, then both settle on the
+    # earliest (by start time, then run id: two runs can start in the same millisecond).
+    settled = second.settle_parent(experiment_id, "tiny", "study-a", None, params={"p": 1}, tags={})
+    assert first.settle_parent(experiment_id, "tiny", "study-a", created, params={}, tags={}) == settled
     runs = first.find_runs([experiment_id], tags={tracking.PARENT_OF_TAG: "study-a"})
-    assert [r.info.run_id for r in runs] == [mine]
+    assert [r.info.run_id for r in runs] == [settled]  # the other worker's run was deleted
+    mine = settled
     other = first.settle_parent(experiment_id, "tiny", "study-b", None, params={}, tags={})
     assert other != mine  # another study's sweep has its own parent
