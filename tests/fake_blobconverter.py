@@ -6,17 +6,17 @@ bytes the other converters' fakes hand back (a blob and a superblob DepthAI's ow
 from __future__ import annotations
 
 import struct
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
+
+from tests.loopback import QuietHandler, loopback_server
 
 
 # mv_blob_header (little-endian uint32 after the 52-byte ELF header): magic, file size, blob version major/minor,
@@ -80,34 +80,17 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], di
 def fake_blobconverter() -> Iterator[FakeService]:
     service = FakeService()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             parsed = urllib.parse.urlsplit(self.path)
             body = self.rfile.read(int(self.headers["Content-Length"]))
             form, files = _parse_multipart(self.headers["Content-Type"], body)
             service.requests.append(Recorded(parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), form, files))
             if service.status != 200:
-                self._answer(service.status, service.error_body, "application/json")
+                self.answer(service.status, service.error_body, "application/json")
             else:
-                self._answer(200, service.blob, "application/octet-stream")
+                self.answer(200, service.blob, "application/octet-stream")
 
-        def _answer(self, status: int, payload: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    service.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with loopback_server(Handler) as url:
+        service.url = url
         yield service
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

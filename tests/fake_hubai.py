@@ -9,16 +9,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fake_blobconverter import _parse_multipart, dummy_superblob
+from tests.loopback import QuietHandler, loopback_server
 
 CREATED = "2026-01-01T00:00:00"
 API = "/api/v1/"
@@ -176,40 +176,23 @@ def fake_hubai(api_key: str) -> Iterator[FakeHubAI]:
     service = FakeHubAI(api_key=api_key)
     api = _Api(service)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _handle(self) -> None:
             record = _read(self)
             service.requests.append(record)
             if record.path == "/storage":  # the signed-policy upload: no bearer token, like cloud storage
                 instance_id, name = record.form["key"].split("/", 1)
                 service.files.setdefault(instance_id, {})[f"uploaded:{name}"] = record.files["file"][1]
-                self._answer(201, b"", "text/plain")
+                self.answer(201, b"", "text/plain")
             elif record.path.startswith("/files/"):
                 _, _, instance_id, name = record.path.split("/", 3)
-                self._answer(200, service.files[instance_id][name], "application/octet-stream")
+                self.answer(200, service.files[instance_id][name], "application/octet-stream")
             else:
                 status, answer = _route(api, record)
-                self._answer(status, json.dumps(answer).encode(), "application/json")
+                self.answer(status, json.dumps(answer).encode(), "application/json")
 
         do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815 (http.server's naming)
 
-        def _answer(self, status: int, payload: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    service.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with loopback_server(Handler) as url:
+        service.url = url
         yield service
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
