@@ -132,8 +132,9 @@ class PrebuiltBuilder:
         if not variants:
             return
         experiments = self._experiments()
-        missing = [v for v in variants if self._from_cache(build_key(self.spec, v)) is None
-                   and _logged_run(self.tracker, experiments, build_key(self.spec, v)) is None]
+        keys = {v.label: build_key(self.spec, v) for v in variants}
+        missing = [v for v in variants if self._from_cache(keys[v.label]) is None
+                   and _logged_run(self.tracker, experiments, keys[v.label]) is None]
         if len(missing) == len(variants):
             listed = ", ".join(v.label for v in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise NothingPrebuilt(
