@@ -1,6 +1,7 @@
 """Keys written by the release before the redesign (commit bac0601), pinned by value: studies, caches,
 published models and MLflow runs on disk are found by them, so a refactor must compute the same ones.
-tests/pinned/identity.json was written once by that release (variant key, build key per label)."""
+tests/pinned/identity.json was written once by that release (variant key, build key per label), from the
+sweep files kept as they were then in tests/pinned/sweeps (the shipped targets may change since)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from yolobench.space import Space
 from yolobench.spec import load_spec, parse_spec
 
 PINNED = json.loads((Path(__file__).parent / "pinned" / "identity.json").read_text())
-SWEEPS = Path(__file__).parent.parent / "sweeps"
+SWEEPS = Path(__file__).parent / "pinned" / "sweeps"
 
 
 def spec_of(name: str):

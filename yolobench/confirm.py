@@ -1,13 +1,15 @@
-"""Confirming the front before it is reported (Model Analyzer re-measures its top configurations too): the
-variants on the front, those within a margin of it, those timed while the reference had drifted, and the
-baseline are re-timed interleaved, round-robin in one process with their sessions open, so each of them
-sees the same machine. The confirmed p50 becomes the variant's latency_ms_p50.
+"""Confirming the ranking before it is reported (Model Analyzer re-measures its top configurations too):
+the whole grid when it is small, else the variants on the front, those within a margin of it and those
+timed while the reference had drifted, are re-timed with the baseline in short interleaved bursts,
+round-robin in one process with their sessions open, so each of them sees the same machine. The
+confirmed p50 becomes the variant's latency_ms_p50.
 
 Resume-safe: a variant's confirmation is written when its rounds are done; a sweep killed before that
 confirms it on the rerun, and never adds a run."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
@@ -46,17 +48,31 @@ def _groups(retimer: Retimer, variants: list, memory_mb: float) -> list[list]:
     return [*groups, current] if current else groups
 
 
-def interleaved_samples(retimer: Retimer, variants: list, rounds: int, memory_mb: float) -> dict[str, np.ndarray]:
-    """Round-robin timing, each round in another order, pooled per variant label."""
-    samples: dict[str, list[np.ndarray]] = {v.label: [] for v in variants}
-    for group in _groups(retimer, variants, memory_mb):
-        with ExitStack() as stack:
-            sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
-            for round_index in range(rounds):
-                order = sessions if round_index % 2 == 0 else sessions[::-1]
-                for variant, session in order:
-                    samples[variant.label].append(retimer.samples(session, variant, share=rounds))
-    return {label: np.concatenate(parts) for label, parts in samples.items()}
+def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int,
+                        memory_mb: float) -> dict[str, np.ndarray]:
+    """Round-robin bursts, each round in another order, with the reference (the baseline) in every round.
+    The machine's speed moves within seconds on a shared host; each round's samples are scaled by how far
+    the reference's burst of that round is from the reference's median, so that what is left between two
+    variants is their own difference, not the moment each was timed at."""
+    runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
+    bursts: dict[str, list[tuple[np.ndarray, float]]] = {v.label: [] for v in [*variants, reference]}
+    with retimer.session(reference) as reference_session:
+        retimer.burst(reference_session, reference, runs)  # warm-up
+        for group in _groups(retimer, [v for v in variants if v.label != reference.label], memory_mb):
+            with ExitStack() as stack:
+                sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
+                for variant, session in sessions:
+                    retimer.burst(session, variant, runs)  # warm-up
+                sessions.append((reference, reference_session))
+                for round_index in range(rounds):
+                    order = sessions if round_index % 2 == 0 else sessions[::-1]
+                    times = {v.label: retimer.burst(s, v, runs) for v, s in order}
+                    pace = float(np.median(times[reference.label]))
+                    for label, samples in times.items():
+                        bursts[label].append((samples, pace))
+    reference_p50 = float(np.median(np.concatenate([samples for samples, _ in bursts[reference.label]])))
+    return {label: np.concatenate([samples * (reference_p50 / pace) for samples, pace in parts])
+            for label, parts in bursts.items() if parts}
 
 
 def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Space, baseline_key: str,
@@ -67,8 +83,11 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     baseline = search.metrics_of(study, baseline_key, first_pass=True)
     if not measure.confirm or not baseline or not results:
         return 0
-    chosen = {results[i].key for i in near_front(results, retimer.spec.search.objectives, baseline,
-                                                 measure.confirm_margin)} | set(extra_keys)
+    if len(results) <= measure.confirm_all_up_to:
+        chosen = {r.key for r in results}  # small enough for the whole ranking to rest on interleaved timing
+    else:
+        chosen = {results[i].key for i in near_front(results, retimer.spec.search.objectives, baseline,
+                                                     measure.confirm_margin)} | set(extra_keys)
     confirmed = {key for key, figures in search.retimed(study).items() if figures.get(CONFIRMED_ATTR)}
     todo = [r for r in results if r.key in chosen and r.key not in confirmed]
     if not todo:
@@ -77,7 +96,8 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     group = [r for r in todo if r.key != baseline_key] + [by_key[baseline_key]]
     variants = [space.variant_from_params(r.params) for r in group]
     say(f"confirming the front: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds")
-    samples = interleaved_samples(retimer, variants, measure.confirm_rounds, measure.confirm_memory_mb)
+    samples = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,
+                                  measure.confirm_memory_mb)
     baseline_p50 = float(np.median(samples[variants[-1].label]))
     for result, variant in zip(group, variants):
         record(study, tracker, result, latency_figures(samples[variant.label]), {tracking.CONFIRMED_TAG: "true"},

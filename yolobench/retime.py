@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from yolobench import search, tracking
 from yolobench.build import Builder, Built
 from yolobench.cache import Artifact, ArtifactCache
 from yolobench.measure.harness import EvalData, window_settings
+from yolobench.measure.latency import Iteration
 from yolobench.measure.windows import WindowSettings, measure_windows, median_confidence_interval
 from yolobench.runtimes import DecodeSettings, Runtime, RuntimeInfo, SessionBase
 from yolobench.space import Variant
@@ -84,6 +86,17 @@ class Retimer:
         timed = measure_windows(session.infer, self.data.latency_images, int(variant["imgsz"]),
                                 self.settings(session, share))
         return timed.result.inference_ms
+
+    def burst(self, session: SessionBase, variant: Variant, runs: int) -> np.ndarray:
+        """Inference times (ms) of `runs` back-to-back passes of the timed pipeline, no windows: the
+        interleaved rounds of the confirmation are what makes them comparable."""
+        iteration = Iteration(session.infer, self.data.latency_images, int(variant["imgsz"]), time.perf_counter,
+                              self.spec.measure.conf, self.spec.measure.iou, self.spec.measure.max_det)
+        times = []
+        for index in range(runs):
+            _, preprocessed, inferred, _ = iteration(index)
+            times.append(inferred - preprocessed)
+        return np.asarray(times) * 1000.0
 
     def p50(self, variant: Variant) -> float:
         with self.session(variant) as session:

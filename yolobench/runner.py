@@ -158,7 +158,7 @@ class Sweep:
         return search.evaluations(self.study, lambda params: key_of_params(self.spec, self.space, params))
 
     def _step(self, state: search.StudyState, parent_id: str) -> Outcome:
-        trial = self.study.ask()
+        trial = search.ask(self.study)
         trial.set_user_attr(TrialAttr.WORKER, search.worker_id())
         variant = search.suggest_variant(trial, self.space)
         key = variant_key(self.spec, variant)

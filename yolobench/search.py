@@ -120,13 +120,15 @@ def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
     for attempt in range(attempts):
         try:
             if isinstance(storage, str):
-                storage = optuna.storages.RDBStorage(
-                    storage,
-                    engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {},
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=_mark_stale_interrupted,
-                )
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(
+                        storage,
+                        engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {},
+                        heartbeat_interval=HEARTBEAT_S,
+                        grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=_mark_stale_interrupted,
+                    )
             return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                        directions=directions, load_if_exists=True)
         except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
@@ -327,6 +329,14 @@ def enqueue_unreachable(study: optuna.Study, remaining: dict[str, Variant]) -> i
             study.enqueue_trial(params)
             count += 1
     return count
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """The next trial. yolobench beats the heartbeat itself (heartbeat() below), which Optuna warns about
+    outside Study.optimize on every ask."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
+        return study.ask()
 
 
 @contextmanager

@@ -276,9 +276,11 @@ class MeasureSpec(Strict):
 
     Ranking across the sweep: the baseline is re-timed every `reference_every` variants or
     `reference_minutes` (its drift is the parent's `reference_drift` metric); variants timed while it had
-    drifted more than `drift_tolerance` are re-timed. When the sweep is done, the front and the variants
-    within `confirm_margin` of it are re-timed interleaved (`confirm_rounds` rounds, sessions held open up
-    to `confirm_memory_mb` of models at a time) and that confirmed p50 is the one reported.
+    drifted more than `drift_tolerance` are re-timed. When the sweep is done, the whole grid (up to
+    `confirm_all_up_to` variants), or else the front and the variants within `confirm_margin` of it, are
+    re-timed with the baseline in interleaved bursts (`confirm_rounds` rounds of min_runs / rounds runs
+    each, sessions held open up to `confirm_memory_mb` of models at a time; each round scaled by the
+    baseline's pace in it) and that confirmed p50 is the one reported.
     """
 
     profile: Literal["quick", "rigorous"] = "quick"
@@ -296,7 +298,8 @@ class MeasureSpec(Strict):
     drift_tolerance: float = Field(0.10, gt=0)
     confirm: bool = True
     confirm_margin: float = Field(0.10, ge=0)
-    confirm_rounds: int = Field(5, ge=1)
+    confirm_all_up_to: int = Field(32, ge=0, description="grids this small are confirmed whole")
+    confirm_rounds: int = Field(10, ge=1)
     confirm_memory_mb: float = Field(2048.0, gt=0)
     conf: float = Field(0.001, gt=0, lt=1)
     iou: float = Field(0.7, gt=0, le=1)
