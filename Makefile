@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/yolobench sweep sweeps/quickstart.yaml
+	$(BIN)/yolobench sweep quickstart
 
 # TensorRT's real Python bindings (no libraries: PyPI hosts only the bindings as wheels), for the test that
 # checks the TensorRT code and its fake against the real API of TensorRT 10.3 (JetPack 6) and 11.

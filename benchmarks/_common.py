@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
 from yolobench.cache import Artifact, ArtifactCache  # noqa: E402
 from yolobench.data.dataset import DataSet, load_dataset  # noqa: E402
 
-QUICKSTART_TRAIN = {"model_cfg": "yolo11n.yaml", "epochs": 25, "imgsz": 256}  # sweeps/quickstart.yaml's model
+QUICKSTART_TRAIN = {"model_cfg": "yolo11n.yaml", "epochs": 25, "imgsz": 256}  # the quickstart target's model
 # A model of its own when the quickstart's is not in the cache: small, yet trained long enough that
 # its mAP is far from 0 (an accuracy cross-check of a model that detects nothing would prove nothing).
 BENCH_DATA = {"train_images": 160, "val_images": 32, "image_size": 160, "seed": 0}

@@ -31,7 +31,7 @@ from yolobench.spec import load_spec  # noqa: E402
 
 MIN_SPEEDUP = 1.3
 MAX_MAP_DROP = 0.01
-QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+QUICKSTART = ROOT / "yolobench" / "targets" / "quickstart.yaml"
 
 
 def _log(message: str) -> None:

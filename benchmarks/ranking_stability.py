@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = REPO / "sweeps" / "quickstart.yaml"
 TAU_BAR, RATIO_BAR = 0.9, 0.05
 
 
@@ -32,8 +31,10 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop("MLFLOW_TRACKING_URI", None)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "yolobench.cli", "sweep", str(checkout / "sweeps" / SWEEP.name),
-                             "--home", str(home)], cwd=checkout, env=env, capture_output=True, text=True)
+    # Releases before the targets moved into the package kept them in sweeps/.
+    sweep = "quickstart" if (checkout / "yolobench" / "targets").is_dir() else str(checkout / "sweeps" / "quickstart.yaml")
+    result = subprocess.run([sys.executable, "-m", "yolobench.cli", "sweep", sweep, "--home", str(home)],
+                            cwd=checkout, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"sweep in {home} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

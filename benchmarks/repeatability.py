@@ -27,7 +27,7 @@ TARGET = 1.05
 def sweep_file(model: BenchModel, imgsz: int, threads: int, profile: str) -> dict:
     """A one-variant sweep whose model and data are the ones `model` was trained from (so it is a cache hit)."""
     if model.source == "quickstart":
-        quickstart = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
+        quickstart = yaml.safe_load((ROOT / "yolobench" / "targets" / "quickstart.yaml").read_text())
         model_section, data_section = quickstart["model"], quickstart["data"]
     else:
         model_section = {"train": {"cfg": "yolo11{scale}.yaml", **BENCH_TRAIN}}

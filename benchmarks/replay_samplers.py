@@ -2,8 +2,8 @@
 and print how many evaluations it needs to reach a share of the full grid's hypervolume, median
 over seeds. This is how yolobench's default Pareto sampler was chosen.
 
-    python benchmarks/replay_samplers.py sweeps/replay-grid.yaml --home mlruns --seeds 5
-(run `yolobench sweep sweeps/replay-grid.yaml` first: it is the ground truth)."""
+    python benchmarks/replay_samplers.py replay-grid --home mlruns --seeds 5
+(run `yolobench sweep replay-grid` first: it is the ground truth)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def evaluations_to_reach(spec, space: Space, results, sampler_name: str, seed: i
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", nargs="?", default="sweeps/replay-grid.yaml")
+    parser.add_argument("sweep", nargs="?", default="replay-grid")
     parser.add_argument("--home", default="mlruns")
     parser.add_argument("--storage", help="Optuna storage (default: sqlite under --home)")
     parser.add_argument("--seeds", type=int, default=5)

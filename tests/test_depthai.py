@@ -367,12 +367,12 @@ def test_compile_is_refused_before_anything_is_sent_without_a_device(tmp_path: P
 
 
 def grid_compiles(cache: ArtifactCache, options: Any) -> tuple[int, int]:
-    """(variants, archives built) for every variant of sweeps/oak-d-pro.yaml, compiled through the runtime on
+    """(variants, archives built) for every variant of the oak-d-pro target, compiled through the runtime on
     tiny models with the real export's (scale, imgsz) layout."""
     from yolobench.space import Space
     from yolobench.spec import load_spec
 
-    spec = load_spec(Path(__file__).parents[1] / "sweeps" / "oak-d-pro.yaml")
+    spec = load_spec("oak-d-pro")
     runtime, built_before = get_runtime("depthai"), cache.builds["nn_archive"]
     variants = list(Space.from_spec(spec).variants())
     archives = set()

@@ -10,7 +10,7 @@ from yolobench.keys import variant_key
 from yolobench.space import Space
 from yolobench.spec import SpecError, load_spec, parse_spec
 
-SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+SWEEPS = Path(__file__).resolve().parent.parent / "yolobench" / "targets"
 
 SEED_GRIDS = {
     "rtx4070-ort": 135,

@@ -1,5 +1,6 @@
-"""Command line: plan, sweep, report, ui, doctor, data. Heavy imports stay inside the commands
-so `yolobench --help` and a measuring host stay light."""
+"""Command line: targets, init, plan, sweep, build, report, ui, doctor, data. Every command that takes a
+sweep takes a shipped target's name or a sweep file, with the same overrides. Heavy imports stay inside
+the commands so `yolobench --help` and a measuring host stay light."""
 
 from __future__ import annotations
 
@@ -10,15 +11,51 @@ import subprocess
 import sys
 from pathlib import Path
 
-from yolobench.spec import SpecError, load_spec
+from yolobench.overrides import Overrides
+from yolobench.spec import SpecError, SweepNotFound, SweepSpec, load_sweep
 
 DEFAULT_HOME = Path(os.environ.get("YOLOBENCH_HOME", "mlruns"))
 
 
-def _print_plan(spec_path: str, list_all: bool) -> int:
+def _load(args: argparse.Namespace) -> SweepSpec:
+    """The sweep named on the command line with its overrides; notes on what they moved go to stderr."""
+    overrides = Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ()))
+    spec, notes = load_sweep(args.file, overrides)
+    for note in notes:
+        print(f"yolobench: {note}", file=sys.stderr)
+    return spec
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from yolobench.targets import describe
+
+    rows = describe()
+    width = max(len(r.name) for r in rows)
+    print(f"{'target':<{width}}  {'variants':>8}  {'runtime':<12} {'baseline':<28} description")
+    for row in rows:
+        count = row.variants if row.variants is not None else "pareto"
+        print(f"{row.name:<{width}}  {count:>8}  {row.runtime:<12} {row.baseline:<28} {row.target}")
+    print(f"\nuse a name wherever a sweep file goes (yolobench plan {rows[0].name}); "
+          "yolobench init NAME [FILE] writes an editable copy")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from yolobench.targets import UnknownTarget, write_copy
+
+    try:
+        path = write_copy(args.target, Path(args.dest) if args.dest else None, args.force)
+    except (UnknownTarget, FileExistsError) as error:
+        print(f"yolobench: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; edit it, then: {_launcher()} plan {path}")
+    return 0
+
+
+def _print_plan(args: argparse.Namespace) -> int:
     from yolobench.space import Space
 
-    spec = load_spec(spec_path)
+    spec = _load(args)
     space = Space.from_spec(spec)
     print(f"sweep: {spec.name}  ({spec.target or spec.runtime.name})")
     options = spec.runtime.model_dump(exclude={"name"})
@@ -38,7 +75,7 @@ def _print_plan(spec_path: str, list_all: bool) -> int:
     if space.excluded:
         print(f"excluded: {list(space.excluded)}")
     print(f"baseline: {space.baseline.label}")
-    if list_all and space.is_finite:
+    if args.list and space.is_finite:
         for index, variant in enumerate(space.variants(), 1):
             print(f"  {index:>4}  {variant.label}")
     return 0
@@ -71,16 +108,16 @@ def _launcher() -> str:
 
 def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
-        return _print_plan(args.file, args.list)
-    from yolobench.errors import SweepStopped
+        return _print_plan(args)
+    from yolobench.errors import DataInvalid, SweepStopped
     from yolobench.runner import run_sweep
 
-    spec = load_spec(args.file)
+    spec = _load(args)
     try:
         summary = run_sweep(spec, _settings(args))
     except SweepStopped as error:
         print(f"yolobench: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, DataInvalid) else 1  # 2: the input is wrong, as for a bad sweep file
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the variant in flight was discarded
         why = str(interrupt) or "interrupted"
         print(f"\nyolobench: stopped ({why}); run the same command again to resume", file=sys.stderr)
@@ -141,8 +178,41 @@ def _doctor(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from yolobench.report import print_report
 
-    spec = load_spec(args.file)
-    return print_report(spec, _settings(args))
+    return print_report(_load(args), _settings(args))
+
+
+def _build(args: argparse.Namespace) -> int:
+    from yolobench.bundle import build_for_host
+    from yolobench.errors import SweepStopped
+
+    if not args.bundle and not args.publish:
+        print("yolobench build: say where the models go: --bundle DIR (a folder to copy to the device) "
+              "and/or --publish (the MLflow store)", file=sys.stderr)
+        return 2
+    spec = _load(args)
+    settings = _settings(args)
+    bundle = Path(args.bundle).resolve() if args.bundle else None
+    try:
+        summary = build_for_host(spec, settings, bundle, args.publish)
+    except SweepStopped as error:
+        print(f"yolobench: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nyolobench: stopped; run the same command again to go on (built models are cached)", file=sys.stderr)
+        return 130
+    print(f"\nbuilt {len(summary.built)} of {summary.models} models for the {summary.variants} variants of "
+          f"'{summary.sweep}'; failed {len(summary.failures)}")
+    for name, reason in summary.failures.items():
+        print(f"  FAILED {name}: {reason.splitlines()[0][:300]}")
+    if bundle is not None:
+        print(f"bundle: {bundle}; copy it to the measuring host and run there:\n"
+              f"  yolobench sweep {bundle / 'sweep.yaml'} --measure-only --cache-dir {bundle}")
+    if args.publish:
+        uri = settings.resolved_tracking_uri
+        print(f"published to experiment '{summary.experiment}' in {uri}; on the measuring host run:\n"
+              f"  yolobench sweep {' '.join([args.file, *Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ())).as_list()])} "
+              f"--measure-only --tracking-uri {uri}")
+    return 0 if summary.succeeded else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,13 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--storage", help="Optuna storage URL (default: sqlite under --home)")
         command.add_argument("--experiment", help="MLflow experiment name (default: the sweep's name)")
 
+    def add_sweep_argument(command: argparse.ArgumentParser) -> None:
+        command.add_argument("file", metavar="TARGET|FILE", help="a shipped target (yolobench targets) or a sweep file")
+        overrides = command.add_argument_group("overrides (validated as the sweep file is)")
+        overrides.add_argument("--weights", help="model.weights: an official name (yolo11n.pt), a pattern with "
+                                                 "{scale}, or one local .pt")
+        overrides.add_argument("--data", help="data.yaml: an Ultralytics data yaml")
+        overrides.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="keep only these values of an axis")
+        overrides.add_argument("--set", action="append", metavar="KEY=YAML",
+                               help="any field, by dotted key (e.g. measure.min_runs=100)")
+
+    targets = commands.add_parser("targets", help="list the target sweep files shipped with yolobench")
+    targets.set_defaults(handler=_targets)
+
+    init = commands.add_parser("init", help="write an editable copy of a shipped target")
+    init.add_argument("target")
+    init.add_argument("dest", nargs="?", help="file to write (default: TARGET.yaml here)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=_init)
+
     plan = commands.add_parser("plan", help="count and list a sweep's variants without building anything")
-    plan.add_argument("file")
+    add_sweep_argument(plan)
     plan.add_argument("--list", action="store_true", help="print every variant")
-    plan.set_defaults(handler=lambda a: _print_plan(a.file, a.list))
+    plan.set_defaults(handler=_print_plan)
 
     sweep = commands.add_parser("sweep", help="build, measure and log every variant of a sweep (resumes)")
-    sweep.add_argument("file")
+    add_sweep_argument(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="same as plan")
     sweep.add_argument("--list", action="store_true", help="with --dry-run: print every variant")
     sweep.add_argument("--retry-failed", action="store_true", help="run variants that failed before again")
@@ -174,8 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
+    build = commands.add_parser("build", help="build every variant's model for a measuring host, without measuring")
+    add_sweep_argument(build)
+    build.add_argument("--bundle", metavar="DIR", help="write the models and the effective sweep file into DIR")
+    build.add_argument("--publish", action="store_true", help="log the models to the MLflow store "
+                                                              "(experiment <name>-builds)")
+    build.add_argument("--cache-dir", help="artifact cache folder (default: cache/ under --home)")
+    add_store_options(build)
+    build.set_defaults(handler=_build)
+
     report = commands.add_parser("report", help="print a sweep's results from the store")
-    report.add_argument("file")
+    add_sweep_argument(report)
     add_store_options(report)
     report.set_defaults(handler=_report)
 
@@ -205,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except SweepNotFound as error:
+        print(f"yolobench: {error}", file=sys.stderr)
+        return 2
     except SpecError as error:
         print(f"yolobench: bad sweep file:\n{error}", file=sys.stderr)
         return 2

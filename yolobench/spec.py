@@ -13,6 +13,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from yolobench.overrides import OverrideError, Overrides
 from yolobench.runtimes import RuntimeInfo, load_attribute, registry, runtime_info
 from yolobench.runtimes.options import RuntimeOptions
 from yolobench.stages.export import ExportOptions
@@ -35,6 +36,10 @@ class Strict(BaseModel):
 
 class SpecError(ValueError):
     """A sweep file that cannot be used; the message is meant for the user as it is."""
+
+
+class SweepNotFound(SpecError):
+    """Neither a sweep file nor a shipped target by that name."""
 
 
 def field_errors(problems: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
@@ -417,6 +422,17 @@ class SweepSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _one_weights_file_one_scale(self) -> SweepSpec:
+        scales = self.axes.as_dict().get("scale", [])
+        weights = self.model.weights
+        if weights and "{scale}" not in weights and isinstance(scales, list) and len(scales) > 1:
+            raise field_errors([(("model", "weights"), weights,
+                                 f"is one model, but the scale axis has {', '.join(scales)}: narrow the axis to the "
+                                 f"scale it was trained at (e.g. --only scale={scales[0]}), or give a pattern "
+                                 "with {scale} such as 'runs/{scale}/weights/best.pt'")])
+        return self
+
+    @model_validator(mode="after")
     def _opset_fits_runtime(self) -> SweepSpec:
         info = runtime_info(self.runtime.name)
         opset = self.export.opset
@@ -517,11 +533,15 @@ def parse_spec(data: dict[str, Any], source: str = "<sweep>") -> SweepSpec:
         raise SpecError(_describe(error, source, data)) from None
 
 
-def load_spec(path: Path | str) -> SweepSpec:
-    """Read and validate a sweep file; `name` defaults to the file's stem."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"sweep file not found: {path}")
+def load_sweep(path_or_target: Path | str, overrides: Overrides | None = None) -> tuple[SweepSpec, list[str]]:
+    """Read a sweep file (a path, or the name of a shipped target), apply command-line overrides and
+    validate the result; `name` defaults to the file's stem. Returns notes on what overrides changed."""
+    from yolobench.targets import UnknownTarget, resolve
+
+    try:
+        path = resolve(path_or_target)
+    except UnknownTarget as error:
+        raise SweepNotFound(str(error)) from None
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -529,4 +549,15 @@ def load_spec(path: Path | str) -> SweepSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     data.setdefault("name", path.stem)
-    return parse_spec(data, str(path))
+    notes: list[str] = []
+    if overrides:
+        try:
+            data, notes = overrides.apply(data)
+        except OverrideError as error:
+            raise SpecError(str(error)) from None
+    return parse_spec(data, f"{path} with {' '.join(overrides.as_list())}" if overrides else str(path)), notes
+
+
+def load_spec(path_or_target: Path | str) -> SweepSpec:
+    """A sweep file or shipped target, validated, without overrides."""
+    return load_sweep(path_or_target)[0]

@@ -265,6 +265,11 @@ class Tracker:
     def start_child(self, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
         return self._client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, **tags}).info.run_id
 
+    def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        run_id = self._client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+        self.log(run_id, params=params)
+        return run_id
+
     # the parent run
     def settle_parent(self, experiment_id: str, sweep_name: str, study: str, previous_id: str | None,
                       params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
