@@ -215,6 +215,14 @@ def _build(args: argparse.Namespace) -> int:
     return 0 if summary.succeeded else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from yolobench.compare import compare
+    from yolobench.spec import load_spec
+
+    specs = [load_spec(sweep) for sweep in args.sweeps]  # target names or files, as the other commands take
+    return compare(specs, _settings(args), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolobench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -276,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_argument(report)
     add_store_options(report)
     report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="one table and one plot of several sweeps' fronts "
+                                                  "(latency_ms_p50 against mAP50-95), baselines marked")
+    compare.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files (or target names), one per target")
+    compare.add_argument("--out", default=".", help="folder for compare.png and compare.html (default: here)")
+    add_store_options(compare)
+    compare.set_defaults(handler=_compare)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store in use")
     ui.add_argument("--home", default=str(DEFAULT_HOME))
