@@ -13,6 +13,7 @@ import pytest
 from yolobench.data.dataset import load_dataset, read_labels
 from yolobench.data.letterbox import letterbox, to_input_tensor
 from yolobench.data.synthetic import make_synthetic_dataset
+from yolobench.errors import DataInvalid
 from yolobench.measure.accuracy import (
     AccuracyResult,
     CocoAccumulator,
@@ -174,8 +175,8 @@ def test_duplicate_image_ids_and_unknown_classes_are_rejected() -> None:
     accumulator.add(1, (64, 64), np.zeros((0, 5), np.float32), Detections.empty())
     with pytest.raises(ValueError, match="twice"):
         accumulator.add(1, (64, 64), np.zeros((0, 5), np.float32), Detections.empty())
-    with pytest.raises(ValueError, match="not in the data set"):
-        accumulator.add(2, (64, 64), np.array([[7, 0.5, 0.5, 0.1, 0.1]], np.float32), Detections.empty())
+    with pytest.raises(DataInvalid, match=r"x\.jpg: label classes \[7\] are not in the data set's names"):
+        accumulator.add(2, (64, 64), np.array([[7, 0.5, 0.5, 0.1, 0.1]], np.float32), Detections.empty(), "x.jpg")
 
 
 def test_coco_json_is_complete_and_serialisable() -> None:

@@ -138,11 +138,13 @@ class LocalBuilder:
         return training.artifact, (training,)
 
     def _train(self, cfg: str, description: dict[str, Any], extra: dict[str, Any]) -> Training:
+        from yolobench.data.mirror import training_view
         from yolobench.stages.train import train_model
 
         train = self.spec.model.train
         started = time.monotonic()
-        artifact = train_model(self.cache, cfg, self.data_yaml, epochs=train.epochs, imgsz=train.imgsz,
+        data_yaml = training_view(self.data_yaml, self.cache.root / "data-view")  # not the user's folders
+        artifact = train_model(self.cache, cfg, data_yaml, epochs=train.epochs, imgsz=train.imgsz,
                                batch=train.batch, seed=train.seed, extra=extra or None, progress=self.progress)
         self.on_training_time(time.monotonic() - started)
         return Training(artifact, {**train.model_dump(), **description, "cfg": Path(cfg).name})  # the file, not the template

@@ -18,6 +18,11 @@ class DataUnavailable(SweepStopped):
     """The sweep's data set is not on disk and cannot be fetched or made."""
 
 
+class DataInvalid(SweepStopped):
+    """The sweep's data set is on disk but broken (a label line, an image, the data yaml): no variant can be
+    scored on it, so the sweep stops before anything is built, with one message naming the file and the line."""
+
+
 class VariantFailed(YolobenchError):
     """A variant that could not be built or run; recorded as a FAILED run, the sweep goes on."""
 

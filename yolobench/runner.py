@@ -15,7 +15,7 @@ from yolobench import pareto, report, search, tracking
 from yolobench.build import Builder, LocalBuilder
 from yolobench.confirm import confirm_front
 from yolobench.cache import ArtifactCache
-from yolobench.data.dataset import open_dataset
+from yolobench.data.validate import check_model_classes, open_checked
 from yolobench.drift import DriftReference
 from yolobench.errors import SweepStopped, is_bug
 from yolobench.keys import build_key, key_of_params, study_identity, variant_key
@@ -49,6 +49,7 @@ class Sweep:
         self.grid = spec.search.mode == "grid"
         self.builder, self.runtime, self.tracker, self.study = builder, runtime, tracker, study
         self.stream = stream
+        self.dataset = open_checked(spec, settings)  # a broken data set stops before the home is written
         self.cache = ArtifactCache(settings.resolved_cache_dir)
         self.decode = DecodeSettings(spec.measure.conf, spec.measure.iou, spec.measure.max_det)
         self.summary = SweepSummary(spec.name, self.experiment_name, settings.resolved_tracking_uri,
@@ -64,7 +65,6 @@ class Sweep:
             from yolobench.stages.ultralytics_env import prepare_ultralytics
 
             prepare_ultralytics(self.settings.home / "ultralytics")
-        self.dataset = open_dataset(self.spec.data, self.settings.home)
         self.data = EvalData.from_dataset(self.dataset, self.spec.data.val_images)
         self.tracker = self.tracker or tracking.Tracker(self.settings.resolved_tracking_uri,
                                                         artifact_root=self.settings.home / "artifacts")
@@ -89,7 +89,7 @@ class Sweep:
             self.study.user_attrs.get(search.PARENT_RUN_ATTR),
             params=tracking.parent_params(self.spec, self.space, pareto.reference_point(self.spec.search.objectives)),
             tags=host_fingerprint())
-        self.study.set_user_attr(search.PARENT_RUN_ATTR, parent_id)
+        search.note_sweep(self.study, parent_id, self.dataset.fingerprint)
         self.tracker.log_json(parent_id, self.spec.model_dump(mode="json"), "sweep.json")
         self.summary.parent_run_id = parent_id
         return parent_id
@@ -114,7 +114,7 @@ class Sweep:
     def _run(self, parent_id: str) -> None:
         state = search.study_state(self.study, self.settings.retry_failed)
         search.close_abandoned(self.study, state.interrupted)
-        self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id,
+        self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id, self.dataset.fingerprint,
                                                           keep=set(state.done) | state.running_elsewhere)
         summary = self.summary.note(state, self.keys, self.grid)
         if not self.grid:
@@ -194,8 +194,7 @@ class Sweep:
         except BaseException as error:
             return self._on_error(trial, variant, run_id, error)
         self.tracker.finish(run_id)
-        if self.settings.retry_failed:  # the FAILED run of an earlier try goes: one run per variant
-            self.tracker.discard_failed(self.experiment_id, parent_id, key, keep=run_id)
+        self.tracker.discard_failed(self.experiment_id, parent_id, key, keep=run_id)  # one run per variant
         self.summary.measured += 1
         self.progress.finish(variant.label, result_line(metrics))
         self.drift.after(key)
@@ -224,6 +223,7 @@ class Sweep:
         with self.retimer.opened(variant, lambda built: record_provenance(
                 self.tracker, self.cache, self.experiment_id, run_id, self.spec, variant, built)) as opened:
             built, compiled, session = opened.built, opened.compiled, opened.session
+            check_model_classes(built.model.manifest, self.data.names)
             keys, imgsz = (build_key(self.spec, variant), variant_key(self.spec, variant)), int(variant["imgsz"])
             measurement = measure_session(session, self.data, imgsz, self.spec.measure, self.spec.runtime.cpu_affinity,
                                           energy=self.energy, reuse=lambda s: self.reuse.reuse_or_remember(

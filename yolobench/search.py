@@ -2,6 +2,11 @@
 multi-objective sampler (Pareto mode), kept in storage so a sweep resumes after a crash and several
 workers share it. What a trial came to is an `Outcome`, written by `close_trial` alone.
 
+A finished trial counts for the data it was measured on: each trial records the data's fingerprint
+(data/validate.py) and the study the fingerprint of the data the sweep runs on now (`note_sweep`); a trial of
+other data is stale, neither done nor a result, so its variant is measured again (its key is unchanged: keys
+are pinned). Trials from before fingerprints were recorded count as they did.
+
 Every use of Optuna's private API sits in the section marked "Optuna internals" at the end, so an
 Optuna upgrade edits one place."""
 
@@ -13,7 +18,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,9 +72,11 @@ class TrialAttr:
     RUN_ID = "mlflow_run_id"
     REUSED_FROM = "reused_from"
     FAILURE = "failure"
+    DATA = "data_fingerprint"  # the data the trial was measured on (data/validate.py)
 
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # a study user attribute: the sweep's MLflow parent run
+DATA_ATTR = "data_fingerprint"  # a study user attribute: the fingerprint of the data the sweep runs on now
 
 
 class StudyMismatch(SweepStopped):
@@ -138,6 +145,24 @@ def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
     raise AssertionError("unreachable")
 
 
+def note_sweep(study: optuna.Study, parent_run_id: str, data_fingerprint: str | None) -> None:
+    """Record what the sweep runs under now: its MLflow parent run and its data. When the data changed, what was
+    re-timed on the old data no longer holds either."""
+    study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
+    if data_fingerprint is None or study.user_attrs.get(DATA_ATTR) == data_fingerprint:
+        return
+    if DATA_ATTR in study.user_attrs:
+        for key in retimed(study):
+            record_retimed(study, key, {})
+    study.set_user_attr(DATA_ATTR, data_fingerprint)
+
+
+def _current_data(study: optuna.Study) -> Callable[[FrozenTrial], bool]:
+    """A test of whether a trial was measured on the data the sweep runs on now."""
+    now = study.user_attrs.get(DATA_ATTR)
+    return lambda trial: now is None or trial.user_attrs.get(TrialAttr.DATA, now) == now
+
+
 def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
     params = {}
     for name, values in space.axes.items():
@@ -153,7 +178,7 @@ def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
 class StudyState:
     """What the study already holds, by variant key."""
 
-    done: dict[str, FrozenTrial]  # measured or failed for good: not to be run again
+    done: dict[str, FrozenTrial]  # measured or failed for good, on the data as it is now: not to be run again
     interrupted: list[FrozenTrial]  # RUNNING trials whose worker is gone
     running_elsewhere: frozenset[str]  # keys another live worker is measuring now
 
@@ -187,7 +212,7 @@ def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
     done: dict[str, FrozenTrial] = {}
     interrupted: list[FrozenTrial] = []
     running: set[str] = set()
-    now = datetime.now()
+    now, current = datetime.now(), _current_data(study)
     for trial in study.get_trials(deepcopy=False):
         key = trial.user_attrs.get(TrialAttr.KEY)
         outcome = trial.user_attrs.get(TrialAttr.OUTCOME)
@@ -196,7 +221,7 @@ def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
                 interrupted.append(trial)
             elif key is not None and trial.user_attrs.get(TrialAttr.WORKER) != worker_id():
                 running.add(key)
-        elif key is None:
+        elif key is None or not current(trial):
             continue
         elif trial.state == TrialState.COMPLETE and outcome in (Outcome.MEASURED, Outcome.REUSED):
             done.setdefault(key, trial)
@@ -213,11 +238,13 @@ def running_elsewhere(study: optuna.Study) -> frozenset[str]:
 
 
 def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """One measured trial per variant key (the first), with its run id and metrics."""
+    """One measured trial per variant key (the first on the data as it is now), with its run id and metrics."""
     seen: dict[str, FrozenTrial] = {}
+    current = _current_data(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = trial.user_attrs
-        if attrs.get(TrialAttr.OUTCOME) == Outcome.MEASURED and TrialAttr.METRICS in attrs and TrialAttr.RUN_ID in attrs:
+        measured = attrs.get(TrialAttr.OUTCOME) == Outcome.MEASURED and TrialAttr.METRICS in attrs
+        if measured and TrialAttr.RUN_ID in attrs and current(trial):
             seen.setdefault(attrs[TrialAttr.KEY], trial)
     return list(seen.values())
 
@@ -238,7 +265,7 @@ class Result:
 
 def retimed(study: optuna.Study) -> dict[str, dict[str, float]]:
     return {name[len(RETIMED_PREFIX):]: value for name, value in study.user_attrs.items()
-            if name.startswith(RETIMED_PREFIX)}
+            if name.startswith(RETIMED_PREFIX) and value}  # {}: cleared when the data changed
 
 
 def record_retimed(study: optuna.Study, key: str, metrics: Mapping[str, float]) -> None:
@@ -266,10 +293,10 @@ def metrics_of(study: optuna.Study, key: str, first_pass: bool = False) -> dict[
 def evaluations(study: optuna.Study, key_of: Any) -> int:
     """Trials that asked for a variant's result under the sweep file as it is now: what a budget counts.
     `key_of(params)` gives the key the file gives those params now (None for an axis it no longer has);
-    trials of an earlier version of the file (other keys) do not count."""
-    count = 0
+    trials of an earlier version of the file (other keys) or of other data do not count."""
+    count, current = 0, _current_data(study)
     for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get(TrialAttr.OUTCOME) in EVALUATIONS:
+        if trial.user_attrs.get(TrialAttr.OUTCOME) in EVALUATIONS and current(trial):
             count += key_of(trial.params) == trial.user_attrs.get(TrialAttr.KEY)
     return count
 
@@ -332,11 +359,15 @@ def enqueue_unreachable(study: optuna.Study, remaining: dict[str, Variant]) -> i
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
-    """The next trial. yolobench beats the heartbeat itself (heartbeat() below), which Optuna warns about
-    outside Study.optimize on every ask."""
+    """The next trial, marked with the data it is measured on. yolobench beats the heartbeat itself (heartbeat()
+    below), which Optuna warns about outside Study.optimize on every ask."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
-        return study.ask()
+        trial = study.ask()
+    data = study.user_attrs.get(DATA_ATTR)
+    if data is not None:
+        trial.set_user_attr(TrialAttr.DATA, data)
+    return trial
 
 
 @contextmanager

@@ -42,6 +42,7 @@ TRAINING_KEY_TAG = "yolobench.training_key"  # on a training run: the trained mo
 TRAINING_RUN_TAG = "yolobench.training_run_id"  # on a variant: the run that trained its weights
 BUILD_KEY_TAG = "yolobench.build_key"
 MODEL_LOGGED_TAG = "yolobench.model_logged"  # artifact key of the model logged under model/ by this run
+DATA_FINGERPRINT_TAG = "yolobench.data_fingerprint"  # the scored data's content (data/validate.py)
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 
@@ -251,14 +252,18 @@ class Tracker:
         runs = self.find_runs([experiment_id], tags={PARENT_TAG: parent_id})
         return {run.data.tags[VARIANT_KEY_TAG]: run for run in runs if VARIANT_KEY_TAG in run.data.tags}
 
-    def tidy_children(self, experiment_id: str, parent_id: str, keep: set[str]) -> dict[str, Run]:
-        """Delete the parent's unfinished child runs (a killed sweep's) except those of `keep`'s keys; return
+    def tidy_children(self, experiment_id: str, parent_id: str, data_fingerprint: str | None,
+                      keep: set[str]) -> dict[str, Run]:
+        """Delete the parent's unfinished child runs (a killed sweep's) and those measured on other data than
+        `data_fingerprint` (superseded: their variants are measured again), except those of `keep`'s keys; return
         the FINISHED ones with results (by variant key): killed between logging and telling, the study was
         never told them, so they are told from MLflow rather than measured again."""
         pending = {k: run for k, run in self.child_runs(experiment_id, parent_id).items() if k not in keep}
-        finished = finished_results(pending.values())
+        stale = {k for k, run in pending.items() if data_fingerprint is not None
+                 and run.data.tags.get(DATA_FINGERPRINT_TAG, data_fingerprint) != data_fingerprint}
+        finished = finished_results(run for k, run in pending.items() if k not in stale)
         for key, run in pending.items():
-            if key not in finished and run.info.status != "FAILED":
+            if key not in finished and (run.info.status != "FAILED" or key in stale):
                 self.discard(run.info.run_id)
         return finished
 
@@ -366,7 +371,8 @@ class Tracker:
         self._client.delete_run(run_id)
 
     def discard_failed(self, experiment_id: str, parent_id: str, variant_key: str, keep: str) -> None:
-        """After a retried variant finished, its earlier FAILED runs go, so the UI shows one run per variant."""
+        """After a variant finished, its earlier FAILED runs go (a try before --retry-failed, or one on other
+        data), so the UI shows one run per variant."""
         runs = self.find_runs([experiment_id], tags={PARENT_TAG: parent_id, VARIANT_KEY_TAG: variant_key})
         for run in runs:
             if run.info.run_id != keep and run.info.status == "FAILED":

@@ -17,6 +17,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 
 from yolobench.data.dataset import read_labels
 from yolobench.data.letterbox import to_input_tensor
+from yolobench.errors import DataInvalid
 from yolobench.measure.postprocess import Detections, decode_yolo11
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ class CocoAccumulator:
         gt_classes = labels[:, 0].astype(np.int64)
         unknown = sorted(set(gt_classes.tolist()) - set(self.names))
         if unknown:
-            raise ValueError(f"image {image_id}: label classes {unknown} are not in the data set's names")
+            raise DataInvalid(f"{file_name or f'image {image_id}'}: label classes {unknown} are not in the data "
+                              f"set's names (ids 0-{len(self.names) - 1})")
         centre, size = labels[:, 1:3] * (width, height), labels[:, 3:5] * (width, height)
         gt_boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
         for class_id, (x1, y1, x2, y2) in zip(gt_classes.tolist(), gt_boxes.tolist()):
@@ -280,12 +282,21 @@ def evaluate(
     score it against their Ultralytics labels. Image ids are 1, 2, ... in the given order."""
     accumulator = CocoAccumulator(names)
     for image_id, path in enumerate(image_paths, start=1):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {path}")
+        image = read_image(path)
         tensor, transform = to_input_tensor(image, imgsz)
         detections = decode_yolo11(infer(tensor), conf, iou, max_det, multi_label=multi_label)
         original_shape = image.shape[:2]
         detections = detections.with_boxes(transform.boxes_to_original(detections.boxes, original_shape))
         accumulator.add(image_id, original_shape, read_labels(Path(path)), detections, file_name=Path(path).name)
     return accumulator.result()
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image as BGR, whatever it is stored as (grayscale, alpha, 16 bit); one OpenCV cannot decode stops the
+    sweep naming it (data/validate.py finds these before a sweep starts; this is for a file changed since)."""
+    if not Path(path).is_file():
+        raise DataInvalid(f"{path}: image of the val split does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataInvalid(f"{path}: OpenCV cannot decode this file as an image (corrupt, or not an image)")
+    return image

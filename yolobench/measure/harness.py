@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
-from yolobench.measure.accuracy import AccuracyResult, evaluate
+from yolobench.measure.accuracy import AccuracyResult, evaluate, read_image
 from yolobench.measure.energy import EnergyMeter
 from yolobench.measure.latency import pinned_to_cpus
 from yolobench.measure.resources import ResourceSampler
 from yolobench.measure.reuse import ReusedAccuracy
 from yolobench.measure.windows import WindowedLatency, WindowSettings, measure_windows
+from yolobench.tracking import DATA_FINGERPRINT_TAG
 
 if TYPE_CHECKING:
     from yolobench.data.dataset import DataSet
@@ -34,18 +34,15 @@ class EvalData:
     names: dict[int, str]
     val_images: tuple[Path, ...]
     latency_images: tuple[np.ndarray, ...]
+    fingerprint: str | None = None  # of the scored images and labels (data/validate.py), tagged on each run
 
     @classmethod
     def from_dataset(cls, dataset: DataSet, limit: int = 0) -> EvalData:
         """The val split (its first `limit` images when > 0), with the first few decoded for timing."""
         images = dataset.val_images[:limit] if limit else dataset.val_images
-        frames = []
-        for path in images[:LATENCY_IMAGES]:
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if frame is None:
-                raise FileNotFoundError(f"cannot read image {path}")
-            frames.append(frame)
-        return cls(names=dataset.names, val_images=tuple(images), latency_images=tuple(frames))
+        frames = tuple(read_image(path) for path in images[:LATENCY_IMAGES])
+        return cls(names=dataset.names, val_images=tuple(images), latency_images=frames,
+                   fingerprint=dataset.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -114,4 +111,5 @@ def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: M
         max_det=measure.max_det, multi_label=measure.multi_label)
     return Measurement(latency=timing.latency, accuracy=accuracy, phases=timing.phases,
                        runtime_metrics={**session.metrics(), **timing.energy}, session_info=session.info(),
-                       cpus_used=timing.cpus_used, tags=timing.tags)
+                       cpus_used=timing.cpus_used,
+                       tags={**timing.tags, **({DATA_FINGERPRINT_TAG: data.fingerprint} if data.fingerprint else {})})
