@@ -214,3 +214,19 @@ def test_accuracy_is_evaluated_once_per_numerics_and_equals_an_independent_evalu
         assert abs(run.data.metrics["map50_95"] - independent.map50_95) <= 1e-4
         assert run.data.metrics["accuracy_probe_max_difference"] <= 1e-4
     shutil.rmtree(home / "probes")
+
+
+def test_a_rounds_pace_is_divided_out_so_a_machine_that_slows_for_one_round_leaves_the_ratios_alone() -> None:
+    from yolobench.confirm import paced
+
+    rng = np.random.default_rng(0)
+    speeds = [1.0, 1.0, 2.5, 1.0, 0.8, 1.0]  # the host is 2.5x slower in round 3, faster in round 5
+    rounds = [{"a": 10.0 * s * rng.normal(1, 0.01, 3), "b": 20.0 * s * rng.normal(1, 0.01, 3),
+               "c": 5.0 * s * rng.normal(1, 0.01, 3)} for s in speeds]
+    samples = paced(rounds)
+    assert {k: v.size for k, v in samples.items()} == {"a": 18, "b": 18, "c": 18}
+    for label, true in {"a": 10.0, "b": 20.0, "c": 5.0}.items():
+        assert samples[label].max() / samples[label].min() < 1.1  # the slow round no longer stands out
+        assert abs(np.median(samples[label]) / true - 1) < 0.03
+    unpaced = np.concatenate([r["a"] for r in rounds])
+    assert unpaced.max() / unpaced.min() > 2.5

@@ -50,12 +50,13 @@ def _groups(retimer: Retimer, variants: list, memory_mb: float) -> list[list]:
 
 def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int,
                         memory_mb: float) -> dict[str, np.ndarray]:
-    """Round-robin bursts, each round in another order, with the reference (the baseline) in every round.
-    The machine's speed moves within seconds on a shared host; each round's samples are scaled by how far
-    the reference's burst of that round is from the reference's median, so that what is left between two
-    variants is their own difference, not the moment each was timed at."""
+    """Round-robin bursts, each round in another order, the reference (the baseline) in every group.
+    A shared host's speed moves within seconds, and a round sees it move for every variant in it; so each
+    round's samples are divided by the round's pace, what its variants say in common (the median over them
+    of their burst's median against their own median), and what is left between two variants is their own
+    difference rather than the moment each was timed at."""
     runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
-    bursts: dict[str, list[tuple[np.ndarray, float]]] = {v.label: [] for v in [*variants, reference]}
+    rounds_of: list[dict[str, np.ndarray]] = []
     with retimer.session(reference) as reference_session:
         retimer.burst(reference_session, reference, runs)  # warm-up
         for group in _groups(retimer, [v for v in variants if v.label != reference.label], memory_mb):
@@ -66,13 +67,20 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
                 sessions.append((reference, reference_session))
                 for round_index in range(rounds):
                     order = sessions if round_index % 2 == 0 else sessions[::-1]
-                    times = {v.label: retimer.burst(s, v, runs) for v, s in order}
-                    pace = float(np.median(times[reference.label]))
-                    for label, samples in times.items():
-                        bursts[label].append((samples, pace))
-    reference_p50 = float(np.median(np.concatenate([samples for samples, _ in bursts[reference.label]])))
-    return {label: np.concatenate([samples * (reference_p50 / pace) for samples, pace in parts])
-            for label, parts in bursts.items() if parts}
+                    rounds_of.append({v.label: retimer.burst(s, v, runs) for v, s in order})
+    return paced(rounds_of)
+
+
+def paced(rounds_of: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each variant's samples, every round's divided by that round's pace (1.0 = the rounds' usual speed)."""
+    labels = {label for times in rounds_of for label in times}
+    usual = {label: float(np.median(np.concatenate([t[label] for t in rounds_of if label in t]))) for label in labels}
+    samples: dict[str, list[np.ndarray]] = {label: [] for label in labels}
+    for times in rounds_of:
+        pace = float(np.median([np.median(t) / usual[label] for label, t in times.items()]))
+        for label, t in times.items():
+            samples[label].append(t / pace)
+    return {label: np.concatenate(parts) for label, parts in samples.items()}
 
 
 def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Space, baseline_key: str,
@@ -95,7 +103,7 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     by_key = {r.key: r for r in results}
     group = [r for r in todo if r.key != baseline_key] + [by_key[baseline_key]]
     variants = [space.variant_from_params(r.params) for r in group]
-    say(f"confirming the front: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds")
+    say(f"confirming the ranking: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds")
     samples = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,
                                   measure.confirm_memory_mb)
     baseline_p50 = float(np.median(samples[variants[-1].label]))

@@ -284,8 +284,8 @@ class MeasureSpec(Strict):
     drifted more than `drift_tolerance` are re-timed. When the sweep is done, the whole grid (up to
     `confirm_all_up_to` variants), or else the front and the variants within `confirm_margin` of it, are
     re-timed with the baseline in interleaved bursts (`confirm_rounds` rounds of min_runs / rounds runs
-    each, sessions held open up to `confirm_memory_mb` of models at a time; each round scaled by the
-    baseline's pace in it) and that confirmed p50 is the one reported.
+    each, sessions held open up to `confirm_memory_mb` of models at a time; each round divided by
+    its pace, what its variants say in common) and that confirmed p50 is the one reported.
     """
 
     profile: Literal["quick", "rigorous"] = "quick"
