@@ -141,8 +141,13 @@ def check_dataset(dataset: DataSet, use: DataUse = DataUse()) -> DataSet:
     if (use.train or use.calibration_images) and not train:
         problems.append(Problem(dataset.yaml_path, "the train split has no images; the sweep trains or calibrates "
                                                    "int8 on it (a `train:` folder, list of folders or .txt list)"))
-    with ThreadPoolExecutor(THREADS) as pool:
-        checked = list(pool.map(image_problem, val + train))
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the message below says it once, better
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            checked = list(pool.map(image_problem, val + train))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     images = dict(zip(val + train, checked))
     labelled = val + (train if use.train else [])
     labels = {image: label_problem(image, dataset.names, dataset.yaml_path) for image in dict.fromkeys(labelled)}
