@@ -67,15 +67,15 @@ def build_for_host(spec: SweepSpec, settings: SweepSettings, bundle: Path | None
     """Build every model of the grid (cached: a rerun builds nothing twice), put each in the bundle and/or
     the MLflow store as soon as it is built, and carry on past a variant that fails to build. `builder`
     replaces the local one (on the same cache folder) where models come from elsewhere, as in tests."""
-    from yolobench.data.dataset import open_dataset
+    from yolobench.data.validate import open_checked
     from yolobench.stages.ultralytics_env import prepare_ultralytics
 
     space = Space.from_spec(spec)
     models = models_of(spec, space)
     summary = BuildSummary(spec.name, len(models), space.count() or 0, bundle=bundle)
+    dataset = open_checked(spec, settings)  # a broken data set stops here, before anything is written
     if builder is None:  # Ultralytics' settings and downloads stay in the home, as in a sweep
         prepare_ultralytics(settings.home / "ultralytics")
-    dataset = open_dataset(spec.data, settings.home)
     cache = ArtifactCache(settings.resolved_cache_dir)
     builder = builder or LocalBuilder(spec, cache, dataset.yaml_path, dataset, say)
     builder.check(list(models.values()))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from yolobench.tracking import default_tracking_uri
+from yolobench.urls import with_installed_driver
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,19 @@ class SweepSettings:
     retry_failed: bool = False
     measure_only: bool = False  # take every model from the cache folder or MLflow; never build (no torch needed)
 
+    def for_spec(self, spec: Any) -> SweepSettings:
+        """The sweep file's tracking.tracking_uri and search.storage where neither a flag nor the environment
+        (MLFLOW_TRACKING_URI) gave one."""
+        return replace(self, tracking_uri=self.tracking_uri or spec.tracking.tracking_uri,
+                       storage=self.storage or spec.search.storage)
+
     @property
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or default_tracking_uri(self.home)
+        return with_installed_driver(self.tracking_uri) if self.tracking_uri else default_tracking_uri(self.home)
 
     @property
     def resolved_storage(self) -> str:
-        return self.storage or f"sqlite:///{(self.home / 'optuna.db').resolve()}"
+        return with_installed_driver(self.storage) if self.storage else f"sqlite:///{(self.home / 'optuna.db').resolve()}"
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -1,0 +1,74 @@
+"""Credentials never leave the process, and a store that is not there stops the sweep within the timeout
+with one message naming it."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from yolobench.services import ServiceUnreachable, check_database, check_tracking_server
+from yolobench.urls import DriverMissing, redact, redacted, with_installed_driver
+
+SECRET = "Pa55-w0rd"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("text, shown", [
+    (f"http://alice:{SECRET}@mlflow.lan:5000", "http://alice:***@mlflow.lan:5000"),
+    (f"study: 'q' in postgresql+psycopg2://optuna:{SECRET}@db/optuna", "study: 'q' in postgresql+psycopg2://optuna:***@db/optuna"),
+    (f"postgresql://db/optuna?user=o&password={SECRET}&sslmode=require", "postgresql://db/optuna?user=o&password=***&sslmode=require"),
+    ("sqlite:////home/me/mlruns/optuna.db", "sqlite:////home/me/mlruns/optuna.db"),
+    ("http://mlflow.lan:5000", "http://mlflow.lan:5000"),
+])
+def test_a_url_keeps_user_and_host_and_loses_its_password(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_a_sweep_files_mapping_is_redacted_everywhere_in_it() -> None:
+    payload = {"search": {"storage": f"postgresql://o:{SECRET}@db/x"}, "tracking": {"tracking_uri": None},
+               "axes": {"imgsz": [320]}, "notes": [f"see https://u:{SECRET}@h/"]}
+    assert SECRET not in str(redacted(payload))
+    assert redacted(payload)["axes"] == {"imgsz": [320]} and redacted(payload)["tracking"]["tracking_uri"] is None
+
+
+def test_postgresql_gets_the_installed_driver_and_other_urls_stay() -> None:
+    assert with_installed_driver("postgresql://o@db/x") == "postgresql+psycopg2://o@db/x"  # psycopg2 is what dev installs
+    assert with_installed_driver("postgresql+pg8000://o@db/x") == "postgresql+pg8000://o@db/x"
+    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_no_driver_installed_says_what_to_install(monkeypatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DriverMissing, match="pip install psycopg2-binary") as raised:
+        with_installed_driver(f"postgresql://o:{SECRET}@db/x")
+    assert SECRET not in str(raised.value)
+
+
+def test_an_unreachable_tracking_server_fails_at_once_with_the_url_redacted() -> None:
+    url = f"http://alice:{SECRET}@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachable) as raised:
+        check_tracking_server(url, timeout_s=5)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert "MLflow tracking server http://alice:***@127.0.0.1" in message and SECRET not in message
+
+
+def test_an_unreachable_database_fails_at_once_with_the_url_redacted() -> None:
+    url = f"postgresql+psycopg2://optuna:{SECRET}@127.0.0.1:{free_port()}/optuna"
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachable) as raised:
+        check_database(url, timeout_s=5)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert "the Optuna database postgresql+psycopg2://optuna:***@127.0.0.1" in message and SECRET not in message
+    assert "Connection refused" in message
