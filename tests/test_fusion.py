@@ -361,3 +361,19 @@ def test_symmetric_recipe_gives_zero_points_tensorrt_accepts(tiny) -> None:
     # int8 activations and weights, int32 biases: all with zero point 0.
     assert zero_points and [v for v in zero_points if not ((v == 0).all() and v.dtype in (np.int8, np.int32))] == []
     assert tensorrt_qdq_problems(symmetric.path) == []
+
+
+def test_a_measuring_host_without_the_onnx_package_still_gets_the_levels_verdict(tiny, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    import importlib.util
+
+    from yolobench.stages.quantize import quantize_int8
+
+    cache, exported, images = tiny
+    int8 = quantize_int8(cache, exported, images, Int8Recipe(calibration_images=4))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    session, facts = _open(int8, "int8", "disable", tmp_path)
+    assert facts.params["ort_graph"] == "not read: the onnx package is not installed"
+    assert "ort_qlinear_conv" not in facts.params and facts.tags[INT8_UNFUSED_TAG] == "true"
+    assert session.infer(np.zeros((1, 3, IMGSZ, IMGSZ), np.float32)).shape == (1, 4 + CLASSES, 320)

@@ -11,6 +11,8 @@ exporter fused is read from the export manifest by the sweep (tracking), for eve
 
 from __future__ import annotations
 
+import importlib.util
+
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,12 @@ def ort_fusion_facts(level: str, precision: str, optimised_graph: Path | None, p
     fusions = ORT_LEVEL_FUSIONS[level]
     tags = {ORT_FUSIONS_TAG: ",".join(fusions) or "none"}
     params: dict[str, Any] = {"ort_fusions": tags[ORT_FUSIONS_TAG]}
-    counts = graph_op_counts(optimised_graph) if optimised_graph is not None and Path(optimised_graph).is_file() else None
+    counts = None
+    if optimised_graph is not None and Path(optimised_graph).is_file():
+        if importlib.util.find_spec("onnx") is not None:
+            counts = graph_op_counts(optimised_graph)
+        else:  # a measuring host with the core install only: the level decides, as without the graph
+            params["ort_graph"] = "not read: the onnx package is not installed"
     if counts is not None:
         params["ort_graph_nodes"] = sum(counts.values())
         params["ort_batchnorm_nodes"] = counts.get("BatchNormalization", 0)
