@@ -150,12 +150,14 @@ def _print_summary(args: argparse.Namespace, summary) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from yolobench.tracking import default_tracking_uri
+    from yolobench.tracking import Tracker, default_tracking_uri, variants_url
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path(args.home))
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port)]
     print("running:", " ".join(command), flush=True)
+    for experiment_id, name in Tracker(uri).sweep_experiments():  # links straight to the variants, fastest first
+        print(f"  {name}: {variants_url(f'http://{args.host}:{args.port}', experiment_id)}", flush=True)
     return subprocess.call(command)
 
 
@@ -223,6 +225,32 @@ def _compare(args: argparse.Namespace) -> int:
     return compare(specs, _settings(args), Path(args.out))
 
 
+def _promote(args: argparse.Namespace) -> int:
+    """Register one variant's model in the MLflow Model Registry with its figures, and print the version."""
+    from yolobench.promote import NotPromotable, promote
+    from yolobench.spec import load_spec
+    from yolobench.tracking import Tracker
+
+    if len(args.variant) > 2:
+        print("yolobench promote: give [TARGET|FILE] RUN|LABEL, nothing more", file=sys.stderr)
+        return 2
+    *sweep, what = args.variant
+    spec = load_spec(sweep[0]) if sweep else None
+    experiment = args.experiment or (spec.tracking.experiment or spec.name if spec is not None else None)
+    settings = _settings(args).for_spec(spec) if spec is not None else _settings(args)
+    try:
+        version = promote(Tracker(settings.resolved_tracking_uri), what, args.name, experiment,
+                          spec.name if spec is not None else None)
+    except NotPromotable as error:
+        print(f"yolobench: {error}", file=sys.stderr)
+        return 1
+    figures = ", ".join(f"{k.removeprefix('yolobench.')} {v}" for k, v in version.tags.items()
+                        if k in ("yolobench.latency_ms_p50", "yolobench.map50_95", "yolobench.speedup_vs_baseline"))
+    print(f"registered '{version.name}' version {version.version} from run {version.run_id} "
+          f"({version.tags.get('yolobench.label', '?')}: {figures}); load it as models:/{version.name}/{version.version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolobench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -284,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_argument(report)
     add_store_options(report)
     report.set_defaults(handler=_report)
+
+    promote = commands.add_parser("promote", help="register one variant's model in the MLflow Model Registry")
+    promote.add_argument("variant", nargs="+", metavar="[TARGET|FILE] RUN|LABEL",
+                         help="a run id, or a variant's label within the sweep's experiment (give the sweep first)")
+    promote.add_argument("--name", required=True, help="registered model name (a new version each time)")
+    add_store_options(promote)
+    promote.set_defaults(handler=_promote)
 
     compare = commands.add_parser("compare", help="one table and one plot of several sweeps' fronts "
                                                   "(latency_ms_p50 against mAP50-95), baselines marked")

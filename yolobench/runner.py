@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import optuna
 
-from yolobench import pareto, report, search, tracking
+from yolobench import describe, pareto, report, search, tracking
 from yolobench.build import Builder, LocalBuilder
 from yolobench.confirm import confirm_front
 from yolobench.cache import ArtifactCache
@@ -109,6 +109,7 @@ class Sweep:
             finally:
                 self.tracker.finish(parent_id, status)
                 report.log_front_report(self.tracker, parent_id, self.experiment_name, self.spec)
+                describe.explain_sweep(self.tracker, self.experiment_id, parent_id, self.spec, self.data)
         return self.summary
 
     def _run(self, parent_id: str) -> None:
@@ -235,7 +236,7 @@ class Sweep:
                 self.spec, self.info, variant, built, compiled, measurement,
                 self.runtime.facts(session, built.model, compiled, opened.axes),
                 None if is_baseline else search.metrics_of(self.study, self.baseline_key), is_baseline=is_baseline,
-                files=[(runnable, tracking.COMPILED_ARTIFACT_DIR), *((path, "accuracy") for path in scored)])
+                files=[(runnable, tracking.COMPILED_ARTIFACT_DIR), *((p, "accuracy") for p in scored)], data=self.data)
             self.tracker.log_record(run_id, record)
             return record.metrics
 

@@ -1,11 +1,13 @@
 """MLflow: one experiment per sweep, one parent run per sweep, one child run per variant, one run per
-trained model. This is the only module that talks to MLflow: every param, metric and tag name and every
-filter string lives here, so runs compare across targets and an MLflow upgrade edits one file."""
+trained model; each variant's model as an MLflow logged model, the val split as the runs' data set. This is the
+only module that talks to MLflow: every param, metric and tag name and every filter string lives here, so runs
+compare across targets and an MLflow upgrade edits one file. What the descriptions say is in describe.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
     from yolobench.build import Built, Training
     from yolobench.cache import Artifact
-    from yolobench.measure.harness import Measurement
+    from yolobench.measure.harness import EvalData, Measurement
     from yolobench.runtimes.base import RunFacts, RuntimeInfo
     from yolobench.space import Variant
     from yolobench.spec import SweepSpec
@@ -43,8 +45,13 @@ TRAINING_RUN_TAG = "yolobench.training_run_id"  # on a variant: the run that tra
 BUILD_KEY_TAG = "yolobench.build_key"
 MODEL_LOGGED_TAG = "yolobench.model_logged"  # artifact key of the model logged under model/ by this run
 DATA_FINGERPRINT_TAG = "yolobench.data_fingerprint"  # the scored data's content (data/validate.py)
+MODEL_ID_TAG = "yolobench.model_id"  # the MLflow logged model of the run's runnable model (what promote registers)
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (markdown)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's UI then opens the model-training view, not the GenAI one
+DATASET_CONTEXT = "validation"  # the data set input's context: what the runs' metrics were scored on
 
 # runtime facts
 EXPORT_FUSIONS_TAG = "yolobench.export_fusions"
@@ -55,6 +62,18 @@ ORT_FUSIONS_TAG = "yolobench.ort_fusions"
 MODEL_ARTIFACT_DIR = "model"  # MLflow artifact folder of the runtime's input model (for --measure-only hosts)
 COMPILED_ARTIFACT_DIR = "compiled"
 RESULT_METRICS = ("latency_ms_p50", "map50_95")  # a FINISHED child run without both was never completed
+MODEL_TYPE = "yolobench-variant"  # the logged models' model_type, to search them apart from others
+
+
+def variants_url(ui: str, experiment_id: str) -> str:
+    """An experiment's variants in MLflow's UI at `ui` (http://host:port), fastest first. MLflow 3.17's UI takes
+    its view from a global switch that starts on GenAI, not from the experiment's kind, so the link asks for the
+    model-training view; the filter lists the variants flat instead of folded under their parent run."""
+    from urllib.parse import quote, urlencode
+
+    query = {"workflowType": "machine_learning", "searchFilter": f"tags.`{LABEL_TAG}` LIKE '%'",
+             "orderByKey": "metrics.`latency_ms_p50`", "orderByAsc": "true"}
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def default_tracking_uri(home: Path) -> str:
@@ -71,6 +90,16 @@ def _is_local(tracking_uri: str) -> bool:
 
 # --- what one variant's run holds ---------------------------------------------------------------------
 @dataclass(frozen=True)
+class DataSetInput:
+    """A data set as MLflow records a run's input: name, digest (of the content), source and a profile."""
+
+    name: str
+    digest: str
+    source: str  # a URI of where it lives
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """Everything a variant's run logs, assembled without touching MLflow (so it is tested in ms)."""
 
@@ -79,6 +108,9 @@ class RunRecord:
     tags: dict[str, str]
     files: list[tuple[Path, str]] = field(default_factory=list)  # (file, artifact folder)
     json_files: list[tuple[Any, str, str]] = field(default_factory=list)  # (payload, file name, artifact folder)
+    model: Path | None = None  # the runnable model, logged as an MLflow model of the run (registrable)
+    model_name: str = ""
+    dataset: DataSetInput | None = None  # what the metrics were scored on
 
 
 def _provider(spec: SweepSpec) -> str:
@@ -98,10 +130,14 @@ def parent_params(spec: SweepSpec, space: Any, hv_reference: Sequence[float]) ->
             "hv_normalisation": "minimised metric / baseline's value; 1 - mAP"}
 
 
+def data_name(spec: SweepSpec) -> str:
+    return Path(spec.data.yaml).name if spec.data.yaml else "synthetic"
+
+
 def variant_params(spec: SweepSpec, variant: Variant, model_name: str) -> dict[str, Any]:
     """The params every variant run has, a FAILED one too."""
     return {**variant.as_dict(), "runtime": spec.runtime.name, "provider": _provider(spec),
-            "model": model_name, "data": Path(spec.data.yaml).name if spec.data.yaml else "synthetic"}
+            "model": model_name, "data": data_name(spec)}
 
 
 def _export_fusions(lineage: Sequence[Mapping[str, Any]]) -> str:
@@ -122,10 +158,15 @@ def build_seconds(lineage: Sequence[Mapping[str, Any]], compiled: Artifact | Non
 
 def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: Built, compiled: Artifact | None,
                    measurement: Measurement, facts: RunFacts, baseline: Mapping[str, float] | None, *,
-                   is_baseline: bool = False, files: Sequence[tuple[Path, str]] = ()) -> RunRecord:
-    """A measured variant as its MLflow run: params, metrics, tags and files. `baseline` is the baseline's
-    metrics (None while it is not measured); the baseline itself is its own reference. `files` are logged
-    as they are (the runnable model under compiled/, what was scored under accuracy/)."""
+                   is_baseline: bool = False, files: Sequence[tuple[Path, str]] = (),
+                   data: EvalData | None = None) -> RunRecord:
+    """A measured variant as its MLflow run: params, metrics, tags and files, its description, its model (the
+    compiled artifact, else the model the runtime opens) and the val split of `data` as its data set input.
+    `baseline` is the baseline's metrics (None while it is not measured); the baseline itself is its own
+    reference. `files` are logged as they are (the runnable model under compiled/, what was scored under
+    accuracy/)."""
+    from yolobench import describe
+
     export = next((m for m in built.lineage if m["stage"] == "export"), {})
     metrics = measurement.metrics()
     metrics["model_size_mb"] = built.model.path.stat().st_size / 2**20
@@ -153,16 +194,39 @@ def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: 
     if isinstance(measurement.accuracy, ReusedAccuracy):
         tags[ACCURACY_REUSED_TAG] = measurement.accuracy.run_id
     lineage = ([compiled.manifest] if compiled is not None else []) + list(built.lineage)
+    tags[NOTE_TAG] = describe.variant_note(
+        params, metrics, tags, describe.SweepContext.from_spec(spec), metrics if is_baseline else baseline)
     return RunRecord(params=params, metrics=metrics, tags=tags, files=list(files),
-                     json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR)])
+                     json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR)],
+                     model=compiled.path if compiled is not None else built.model.path, model_name=variant.label,
+                     dataset=describe.val_split(data, params["data"]) if data is not None else None)
+
+
+def training_times(manifest: Mapping[str, Any]) -> tuple[int, int]:
+    """(start, end) of a training in epoch ms, from its manifest: it was written when the training ended
+    (`built_at`), `train_s` after the trainer started. A run created later still shows the training's span."""
+    from datetime import datetime
+
+    ended = datetime.strptime(str(manifest["built_at"]), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    seconds = float(manifest.get("train_s", manifest.get("build_s", 0.0)))
+    return int((ended - seconds) * 1000), int(ended * 1000)
+
+
+def training_run_name(training: Training) -> str:
+    """`train <file>`: the model yaml that was trained (the manifest's), never the sweep file's `{scale}` template."""
+    cfg = str(training.artifact.manifest.get("model_cfg") or training.description.get("cfg", ""))
+    return f"train {Path(cfg).name}"
 
 
 def training_record(training: Training) -> RunRecord:
+    from yolobench import describe
+
     manifest = training.artifact.manifest
     metrics = {f"train_{k}": float(v) for k, v in (manifest.get("metrics") or {}).items()}
     metrics["train_s"] = float(manifest.get("train_s", manifest.get("build_s", 0.0)))
+    tags = {NOTE_TAG: describe.training_note(manifest, *training_times(manifest))} if "built_at" in manifest else {}
     return RunRecord(params={k: v for k, v in training.description.items() if v is not None}, metrics=metrics,
-                     tags={}, json_files=[(manifest, "manifest.json", "")])
+                     tags=tags, json_files=[(manifest, "manifest.json", "")])
 
 
 # --- filters --------------------------------------------------------------------------------------------
@@ -207,15 +271,31 @@ class Tracker:
 
     # experiments and runs
     def experiment_id(self, name: str) -> str:
+        """The experiment of that name, made (or restored) if need be, with the kind that makes MLflow 3's UI
+        show runs, metrics and models rather than traces and prompts."""
         experiment = self._client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self._client.restore_experiment(experiment.experiment_id)
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before yolobench set it
+                self._client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return experiment.experiment_id
         location = None
         if self.artifact_root is not None and _is_local(self.tracking_uri):
             location = (Path(self.artifact_root) / name).resolve().as_uri()
-        return self._client.create_experiment(name, artifact_location=location)
+        try:
+            return self._client.create_experiment(name, artifact_location=location,
+                                                  tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:  # another worker created it a moment ago: take theirs
+            experiment = self._client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def sweep_experiments(self) -> list[tuple[str, str]]:
+        """(id, name) of the active experiments yolobench made or reused (they carry its experiment kind)."""
+        return [(e.experiment_id, e.name) for e in self._client.search_experiments()
+                if e.tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND]
 
     def existing_experiment_id(self, name: str) -> str | None:
         experiment = self._client.get_experiment_by_name(name)
@@ -303,33 +383,106 @@ class Tracker:
         existing = self.find_runs([experiment_id], tags={TRAINING_KEY_TAG: key}, limit=1)
         if existing:
             return existing[0].info.run_id
+        manifest = training.artifact.manifest
+        started, ended = training_times(manifest) if "built_at" in manifest else (None, None)
         run_id = self._client.create_run(
-            experiment_id, run_name=f"train {training.description.get('cfg', '')}",
+            experiment_id, start_time=started, run_name=training_run_name(training),
             tags={TRAINING_KEY_TAG: key, TRAINING_TAG: "true", **tags}).info.run_id
         self.log_record(run_id, training_record(training))
-        self.finish(run_id)
+        self.finish(run_id, end_time=ended)
         return run_id
 
     # writing
     def log(self, run_id: str, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
-            tags: Mapping[str, str] | None = None, step: int = 0) -> None:
+            tags: Mapping[str, str] | None = None, step: int = 0, *, model_id: str | None = None,
+            dataset: DataSetInput | None = None) -> None:
+        """One batch; metrics given a `model_id` and a `dataset` show on that logged model's page, per data set."""
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
+        on = {"model_id": model_id, **({"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {})}
         self._client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            metrics=[Metric(k, float(v), now, step, **on) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
     def log_record(self, run_id: str, record: RunRecord) -> None:
-        self.log(run_id, params=record.params, metrics=record.metrics, tags=record.tags)
+        model_id = self.log_model(run_id, record.model, record.model_name, record.params) if record.model else None
+        tags = {**record.tags, **({MODEL_ID_TAG: model_id} if model_id else {})}
+        # The metrics go onto the model's page when the sweep ends (describe.explain_sweep), with the final figures.
+        self.log(run_id, params=record.params, metrics=record.metrics, tags=tags, dataset=record.dataset)
+        if record.dataset is not None:
+            self.log_dataset(run_id, record.dataset)
         for path, folder in record.files:
             self.log_file(run_id, path, folder or None)
         for payload, name, folder in record.json_files:
             self.log_json(run_id, payload, name, folder or None)
+
+    def link_model_metrics(self, run: Run, model_id: str, dataset: DataSetInput | None) -> None:
+        """Show the run's current figures on its logged model's page (as metrics of the run linked to the model):
+        those the model does not show yet or shows with another value, so a rerun adds no duplicate."""
+        shown: dict[str, float] = {}
+        for metric in sorted(self._client.get_logged_model(model_id).metrics or [], key=lambda m: m.timestamp):
+            shown[metric.key] = metric.value
+        changed = {k: v for k, v in run.data.metrics.items() if shown.get(k) != v}
+        if changed:
+            self.log(run.info.run_id, metrics=changed, model_id=model_id, dataset=dataset)
+
+    def log_dataset(self, run_id: str, dataset: DataSetInput) -> None:
+        """The data set as the run's input (the UI's Dataset column): MLflow keeps one row per name and digest."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        described = MetaDataset(LocalArtifactDatasetSource(dataset.source), name=dataset.name,
+                                digest=dataset.digest).to_dict()
+        entity = Dataset(name=described["name"], digest=described["digest"], source_type=described["source_type"],
+                         source=described["source"], profile=json.dumps(dataset.profile))
+        self._client.log_inputs(run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXT)])])
+
+    def log_model(self, run_id: str, path: Path, name: str, params: Mapping[str, Any]) -> str:
+        """Log a run's runnable model as an MLflow logged model of the run, so `mlflow.register_model` (and
+        `yolobench promote`) take it; returns its model id. An ONNX file is saved in MLflow's ONNX flavour where
+        the onnx package is installed (loadable with mlflow.onnx and pyfunc); anything else (an engine, a blob)
+        goes as it is, with an MLmodel that names the file and the runtime."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        experiment_id = self._client.get_run(run_id).info.experiment_id
+        model = self._client.create_logged_model(
+            experiment_id, name=_logged_model_name(name), source_run_id=run_id, model_type=MODEL_TYPE,
+            params={k: str(v)[:6000] for k, v in params.items()}, tags={LABEL_TAG: name})
+        metadata = {"runtime": str(params.get("runtime", "")), "file": path.name, "label": name,
+                    "variant": {k: str(v) for k, v in params.items()}}
+        mlflow_model = Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
+                             model_id=model.model_id, metadata=metadata)
+        with tempfile.TemporaryDirectory() as folder:
+            staging = Path(folder) / "model"
+            flavour = _save_model(path, staging, mlflow_model, str(params.get("providers", "")))
+            self._client.log_model_artifacts(model.model_id, str(staging))
+        self._client.set_logged_model_tags(model.model_id, {"yolobench.flavour": flavour})
+        self._client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self._client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
+
+    def register(self, run: Run, model_id: str, name: str, tags: Mapping[str, str], description: str) -> Any:
+        """A new version of registered model `name` (made if need be) from a run's logged model. The source is
+        the model's artifact location: MLflow's registry store resolves a models:/ source through the process's
+        global tracking URI, which need not be this store's."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        location = self._client.get_logged_model(model_id).artifact_location
+        return self._client.create_model_version(name, source=location, run_id=run.info.run_id, tags=dict(tags),
+                                                 description=description, model_id=model_id)
 
     def set_tag(self, run_id: str, key: str, value: str, attempts: int = 5) -> None:
         """Set a tag another worker may be setting at the same moment (the front's tags move as each
@@ -358,8 +511,8 @@ class Tracker:
     def download(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         return Path(self._client.download_artifacts(run_id, artifact_path, str(destination)))
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self._client.set_terminated(run_id, status=status)
+    def finish(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        self._client.set_terminated(run_id, status=status, end_time=end_time)
 
     def fail_run(self, run_id: str, reason: str, params: Mapping[str, Any] | None = None) -> None:
         """End a run as FAILED with the reason as its error tag (and what it was, where known)."""
@@ -389,6 +542,46 @@ class Tracker:
     def front_tags(self, experiment_id: str, parent_id: str) -> dict[str, str]:
         return {run.info.run_id: run.data.tags.get(PARETO_TAG, "")
                 for run in self.child_runs(experiment_id, parent_id).values()}
+
+
+def _logged_model_name(label: str) -> str:
+    """A variant's label as a logged model's name, which may not hold / : . % or quotes (w0.25 -> w0_25)."""
+    return "".join("_" if c in "/:.%\"'" else c for c in label) or "model"
+
+
+def _save_model(path: Path, folder: Path, mlflow_model: Any, providers: str) -> str:
+    """Write the MLflow model of `path` into `folder`; returns the flavour: 'onnx' or 'file'."""
+    proto = None
+    if path.suffix == ".onnx" and path.is_file():
+        try:
+            import onnx
+        except ImportError:  # a measuring host without the build extra: the file goes as it is
+            onnx = None
+        if onnx is not None:
+            try:
+                proto = onnx.load(str(path))
+            except Exception:  # DecodeError: not a graph onnx can read (a test's stand-in file)
+                proto = None
+    if proto is not None:
+        import mlflow.onnx
+
+        from yolobench.versions import versions
+
+        listed = [p for p in providers.split(",") if p.endswith("ExecutionProvider")] or None
+        requirements = [f"{name}=={version}" for name, version in versions(("onnx", "onnxruntime")).items()
+                        if version != "absent"]
+        # pip_requirements given: MLflow would otherwise load the model in a subprocess to infer them (seconds).
+        mlflow.onnx.save_model(proto, str(folder), mlflow_model=mlflow_model, pip_requirements=requirements,
+                               onnx_execution_providers=listed, metadata=mlflow_model.metadata,
+                               save_as_external_data=path.stat().st_size > 2**31 - 2**26)
+        return "onnx"
+    folder.mkdir(parents=True)
+    if path.is_dir():
+        shutil.copytree(path, folder / path.name)
+    else:
+        shutil.copyfile(path, folder / path.name)
+    mlflow_model.save(str(folder / "MLmodel"))
+    return "file"
 
 
 def finished_results(runs: Iterable[Run]) -> dict[str, Run]:
