@@ -72,3 +72,32 @@ def test_an_unreachable_database_fails_at_once_with_the_url_redacted() -> None:
     message = str(raised.value)
     assert "the Optuna database postgresql+psycopg2://optuna:***@127.0.0.1" in message and SECRET not in message
     assert "Connection refused" in message
+
+
+def test_a_sweep_on_an_unreachable_server_or_database_exits_1_fast_with_one_redacted_line(tmp_path, capsys) -> None:
+    from yolobench.cli import main
+
+    for flags, service in [(["--tracking-uri", f"http://alice:{SECRET}@127.0.0.1:{free_port()}"], "MLflow tracking server"),
+                           (["--storage", f"postgresql://optuna:{SECRET}@127.0.0.1:{free_port()}/optuna"], "Optuna database")]:
+        started = time.monotonic()
+        code = main(["sweep", "quickstart", "--home", str(tmp_path / "home"), "--only", "precision=fp32",
+                     "--only", "imgsz=320", "--only", "ort_level=disable", *flags])
+        took = time.monotonic() - started
+        captured = capsys.readouterr()
+        assert code == 1 and took < 30, (code, took)
+        assert service in captured.err and "Traceback" not in captured.err
+        assert SECRET not in captured.out + captured.err
+        assert len([line for line in captured.err.splitlines() if line.startswith("yolobench:")]) == 1
+
+
+def test_credentials_in_params_tags_and_json_artifacts_are_hidden(tmp_path) -> None:
+    from yolobench import tracking
+
+    tracker = tracking.Tracker(tracking.default_tracking_uri(tmp_path))
+    experiment = tracker.experiment_id("secrets")
+    run_id = tracker.start_run(experiment, "r", tags={"where": f"http://u:{SECRET}@h"}, params={"storage": f"postgresql://o:{SECRET}@db/x"})
+    tracker.log_json(run_id, {"search": {"storage": f"postgresql://o:{SECRET}@db/x"}}, "sweep.json")
+    run = tracker.run(run_id)
+    assert run.data.params["storage"] == "postgresql://o:***@db/x" and run.data.tags["where"] == "http://u:***@h"
+    text = (tracker.download(run_id, "sweep.json", tmp_path)).read_text()
+    assert SECRET not in text and "postgresql://o:***@db/x" in text

@@ -5,16 +5,27 @@ service (credentials hidden) and what to check."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from yolobench.errors import SweepStopped
 from yolobench.urls import redact
 
 DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "YOLOBENCH_CONNECT_TIMEOUT_S"
 
 
 class ServiceUnreachable(SweepStopped):
     """A tracking server or database that did not answer."""
+
+
+def connect_timeout() -> float:
+    """Seconds a store gets to answer: YOLOBENCH_CONNECT_TIMEOUT_S, else 30."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        return float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise SweepStopped(f"{TIMEOUT_ENV}={text!r}: expected seconds, e.g. 30") from None
 
 
 def _is_database(url: str) -> bool:

@@ -8,6 +8,8 @@ import importlib.util
 import re
 from typing import Any
 
+from yolobench.errors import SweepStopped
+
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<secret>[^@/\s]+)@")
 _SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_token|secret)=)(?P<secret>[^&\s]+)",
                            re.IGNORECASE)
@@ -16,7 +18,7 @@ _SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_tok
 _POSTGRES_DRIVERS = (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000"))
 
 
-class DriverMissing(RuntimeError):
+class DriverMissing(SweepStopped):
     """A PostgreSQL URL and no driver for it installed."""
 
 
