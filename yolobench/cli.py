@@ -88,11 +88,23 @@ def _settings(args: argparse.Namespace):
         home=Path(args.home),
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
         storage=args.storage,
-        experiment=args.experiment,
+        experiment=args.experiment or getattr(args, "study", None),
+        study=getattr(args, "study", None),
+        heartbeat_grace_s=getattr(args, "heartbeat_grace", None),
         retry_failed=getattr(args, "retry_failed", False),
         cache_dir=Path(args.cache_dir) if getattr(args, "cache_dir", None) else None,
         measure_only=getattr(args, "measure_only", False),
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 seconds, got {text}")
+    return seconds
 
 
 def _launcher() -> str:
@@ -141,7 +153,7 @@ def _print_summary(args: argparse.Namespace, summary) -> None:
             retry += " --retry-failed"
         print(f"{failed} variant(s) failed (their MLflow runs say why); to try them again: {retry}")
     print(f"runs: experiment '{summary.experiment}' in {summary.tracking_uri} (parent run {summary.parent_run_id})")
-    print(f"study: '{summary.sweep}' in {summary.storage}")
+    print(f"study: '{args.study or summary.sweep}' in {summary.storage}")
     ui_hint = f"{_launcher()} ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
     if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
         ui_hint = f"open {summary.tracking_uri} in a browser" if summary.tracking_uri.startswith("http") else (
@@ -260,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="local store: MLflow db, artifacts, Optuna db, cache (default: mlruns)")
         command.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the local store)")
         command.add_argument("--storage", help="Optuna storage URL (default: sqlite under --home)")
-        command.add_argument("--experiment", help="MLflow experiment name (default: the sweep's name)")
+        command.add_argument("--experiment", help="MLflow experiment name (default: --study, else the sweep's name)")
+        command.add_argument("--study", help="Optuna study name, one per device class, e.g. cpu-ort-i9 (default: the "
+                                             "sweep's name); agents of one class share it, other classes never see it")
 
     def add_sweep_argument(command: argparse.ArgumentParser) -> None:
         command.add_argument("file", metavar="TARGET|FILE", help="a shipped target (yolobench targets) or a sweep file")
@@ -296,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "host without the build extra); a variant whose model is missing fails with what is missing")
     sweep.add_argument("--cache-dir", help="artifact cache folder, e.g. one copied from the build machine "
                                            "(default: cache/ under --home)")
+    sweep.add_argument("--heartbeat-grace", type=_seconds, metavar="SECONDS",
+                       default=os.environ.get("YOLOBENCH_HEARTBEAT_GRACE_S"),
+                       help="a worker whose heartbeat stops this long is taken for dead and its variant is taken over "
+                            "(default: YOLOBENCH_HEARTBEAT_GRACE_S, else 120)")
     add_store_options(sweep)
     sweep.set_defaults(handler=_sweep)
 

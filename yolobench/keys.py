@@ -10,6 +10,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from yolobench.urls import redact
+
 if TYPE_CHECKING:
     from yolobench.space import Variant
     from yolobench.spec import SweepSpec
@@ -92,9 +94,10 @@ def key_of_params(spec: SweepSpec, space: Any, params: dict[str, Any]) -> str | 
         return None
 
 
-def study_identity(storage_url: str, sweep_name: str) -> str:
-    """Which study a parent run belongs to: its storage and the sweep's name."""
-    return digest(f"{storage_url}#{sweep_name}")
+def study_identity(storage_url: str, study_name: str) -> str:
+    """Which study a parent run belongs to: its storage and the study's name. The storage's password is left
+    out: agents that give it in the URL and agents that take it from PGPASSWORD or ~/.pgpass share one study."""
+    return digest(f"{redact(storage_url).replace(':***@', '@')}#{study_name}")
 
 
 def cache_key(stage: str, config: Any, parent_key: str | None, versions: Any) -> str:

@@ -39,7 +39,7 @@ class Sweep:
     def __init__(self, spec: SweepSpec, settings: SweepSettings, *, builder: Builder | None = None,
                  runtime: Runtime | None = None, tracker: tracking.Tracker | None = None,
                  study: optuna.Study | None = None, stream: TextIO | None = None) -> None:
-        self.spec, self.settings = spec, settings
+        self.spec, self.settings = spec, settings.for_spec(spec)
         self.space = Space.from_spec(spec)
         self.info = runtime_info(spec.runtime.name)
         # Every variant by key where the space is finite; a continuous (Pareto) space has no list.
@@ -47,8 +47,7 @@ class Sweep:
         self.baseline_key = variant_key(spec, self.space.baseline)
         self.experiment_name = settings.experiment or spec.tracking.experiment or spec.name
         self.grid = spec.search.mode == "grid"
-        self.builder, self.runtime, self.tracker, self.study = builder, runtime, tracker, study
-        self.stream = stream
+        self.builder, self.runtime, self.tracker, self.study, self.stream = builder, runtime, tracker, study, stream
         self.dataset = open_checked(spec, settings)  # a broken data set stops before the home is written
         self.cache = ArtifactCache(settings.resolved_cache_dir)
         self.decode = DecodeSettings(spec.measure.conf, spec.measure.iou, spec.measure.max_det)
@@ -83,9 +82,10 @@ class Sweep:
         if isinstance(self.builder, PrebuiltBuilder):
             self.builder.experiment_id = self.experiment_id
         if self.study is None:
-            self.study = search.open_study(self.settings.resolved_storage, self.spec.name, self.space, self.spec.search)
+            self.study = search.open_study(self.settings.resolved_storage, self.settings.study, self.space,
+                                           self.spec.search, self.settings.heartbeat_grace_s)
         parent_id = self.tracker.settle_parent(
-            self.experiment_id, self.spec.name, study_identity(self.settings.resolved_storage, self.spec.name),
+            self.experiment_id, self.spec.name, study_identity(self.settings.resolved_storage, self.settings.study),
             self.study.user_attrs.get(search.PARENT_RUN_ATTR),
             params=tracking.parent_params(self.spec, self.space, pareto.reference_point(self.spec.search.objectives)),
             tags=host_fingerprint())
@@ -113,7 +113,7 @@ class Sweep:
         return self.summary
 
     def _run(self, parent_id: str) -> None:
-        state = search.study_state(self.study, self.settings.retry_failed)
+        state = search.study_state_when_free(self.study, self.settings.retry_failed, self.keys, self.progress.message)
         search.close_abandoned(self.study, state.interrupted)
         self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id, self.dataset.fingerprint,
                                                           keep=set(state.done) | state.running_elsewhere)
@@ -140,14 +140,14 @@ class Sweep:
         if self.energy.available:
             self.energy.measure_idle(1.0)
         started = time.monotonic()
-        while self._more_to_do(state := search.study_state(self.study, self.settings.retry_failed), started):
+        while self._more_to_do(state := search.study_state_when_free(  # waits while only others' variants are left
+                self.study, self.settings.retry_failed, self.keys, self.progress.message), started):
             self._step(state, parent_id)
             self._update_front(parent_id)
 
     def _more_to_do(self, state: search.StudyState, started: float) -> bool:
         if self.grid:
-            # The keys are the truth, not GridSampler.is_exhausted: it counts interrupted points and failed
-            # ones being retried as visited. A point another live worker is measuring is left to it.
+            # The keys are the truth, not GridSampler.is_exhausted: it counts interrupted and retried points as visited.
             return any(k not in state.done and k not in state.running_elsewhere for k in self.keys)
         budget = self.spec.search.budget
         if (budget.trials is not None and self._evaluations() >= budget.trials) or \
@@ -195,7 +195,7 @@ class Sweep:
         except BaseException as error:
             return self._on_error(trial, variant, run_id, error)
         self.tracker.finish(run_id)
-        self.tracker.discard_failed(self.experiment_id, parent_id, key, keep=run_id)  # one run per variant
+        self.tracker.discard_failed(self.experiment_id, parent_id, key, run_id, search.taken_over(trial))
         self.summary.measured += 1
         self.progress.finish(variant.label, result_line(metrics))
         self.drift.after(key)

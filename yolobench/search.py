@@ -34,7 +34,8 @@ from yolobench.pareto import objective_values
 from yolobench.space import Space, Variant
 from yolobench.spec import FloatRange, SearchSpec
 
-# A worker on another host that stops beating for GRACE_S is taken for dead; its variant is redone.
+# A worker on another host that stops beating for GRACE_S (the default of --heartbeat-grace) is taken for dead;
+# its variant is redone. A worker beats every HEARTBEAT_S, or four times per grace when the grace is shorter.
 HEARTBEAT_S = 20
 GRACE_S = 120
 # A RUNNING trial without a worker was asked for by a process killed before it said who it was (the
@@ -72,6 +73,7 @@ class TrialAttr:
     RUN_ID = "mlflow_run_id"
     REUSED_FROM = "reused_from"
     FAILURE = "failure"
+    TAKES_OVER = "takes_over_run"  # on a trial queued for a dead worker's variant: the MLflow run it left RUNNING
     DATA = "data_fingerprint"  # the data the trial was measured on (data/validate.py)
 
 
@@ -103,11 +105,12 @@ def make_sampler(search: SearchSpec, space: Space) -> optuna.samplers.BaseSample
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: Space,
-               search: SearchSpec) -> optuna.Study:
-    """Create or load the sweep's study; a study stored with other objectives is refused."""
+               search: SearchSpec, grace_s: float | None = None) -> optuna.Study:
+    """Create or load the sweep's study; a study stored with other objectives is refused. A worker whose
+    heartbeat stops for `grace_s` (default GRACE_S) is taken for dead."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [objective.resolved_direction for objective in search.objectives]
-    study = _create_or_load(storage, study_name, make_sampler(search, space), directions)
+    study = _create_or_load(storage, study_name, make_sampler(search, space), directions, grace_s or GRACE_S)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
         where = storage if isinstance(storage, str) else type(storage).__name__
@@ -119,7 +122,8 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
 
 
 def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
-                    sampler: optuna.samplers.BaseSampler, directions: list[str], attempts: int = 5) -> optuna.Study:
+                    sampler: optuna.samplers.BaseSampler, directions: list[str], grace_s: float = GRACE_S,
+                    attempts: int = 5) -> optuna.Study:
     """Workers started together on an empty database race to create its tables and the study; the
     loser's statement fails on what the winner just made. Trying again then simply loads it."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -132,8 +136,8 @@ def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
                     storage = optuna.storages.RDBStorage(
                         storage,
                         engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {},
-                        heartbeat_interval=HEARTBEAT_S,
-                        grace_period=GRACE_S,
+                        heartbeat_interval=min(HEARTBEAT_S, grace_s / 4),
+                        grace_period=grace_s,
                         heartbeat_stale_trial_callback=_mark_stale_interrupted,
                     )
             return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
@@ -228,6 +232,29 @@ def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
         elif trial.state == TrialState.FAIL and outcome == Outcome.FAILED and not retry_failed:
             done.setdefault(key, trial)
     return StudyState(done=done, interrupted=interrupted, running_elsewhere=frozenset(running))
+
+
+def study_state_when_free(study: optuna.Study, retry_failed: bool, keys: Iterable[str],
+                          say: Callable[[str], None] = print) -> StudyState:
+    """The study's state once this worker has one of `keys` to take, or none is left: while every key left is
+    being measured by another worker, wait, so that a dead worker's variant is taken over when its heartbeat
+    expires (a live one's finishes, and then nothing is left). A storage without heartbeats never waits."""
+    keys, waiting, poll_s = list(keys), None, _heartbeat_interval(study)
+    while True:
+        state = study_state(study, retry_failed)
+        left = [k for k in keys if k not in state.done]
+        if poll_s is None or not left or any(k not in state.running_elsewhere for k in left):
+            return state
+        if waiting != len(left):
+            waiting = len(left)
+            say(f"waiting: the {waiting} variant(s) left are being measured by other workers; a worker whose "
+                "heartbeat stops is taken for dead after its grace (--heartbeat-grace) and its variant taken over")
+        time.sleep(poll_s)
+
+
+def taken_over(trial: optuna.Trial) -> str | None:
+    """The MLflow run a dead worker left RUNNING for the variant this trial takes over (see TrialAttr.TAKES_OVER)."""
+    return trial.user_attrs.get(TrialAttr.TAKES_OVER)
 
 
 def running_elsewhere(study: optuna.Study) -> frozenset[str]:
@@ -373,10 +400,10 @@ def ask(study: optuna.Study) -> optuna.Trial:
 @contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Beat for the trial while it is measured, so other workers can tell a live one from a dead one."""
-    stop = threading.Event()
+    stop, interval = threading.Event(), _heartbeat_interval(study) or HEARTBEAT_S
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(interval):
             _record_heartbeat(study, trial)
 
     _record_heartbeat(study, trial)
@@ -411,6 +438,14 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+def _heartbeat_interval(study: optuna.Study) -> float | None:
+    """Seconds between a worker's heartbeats in this study's storage; None where it keeps none (in memory)."""
+    storage = study._storage
+    beats = isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat)
+    interval = storage.get_heartbeat_interval() if beats else None
+    return float(interval) if interval else None
+
+
 def _record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     storage = study._storage
     if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):  # in-memory storage has none
@@ -424,8 +459,13 @@ def _close_frozen(study: optuna.Study, trial: FrozenTrial, outcome: Outcome) -> 
 
 
 def _mark_stale_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna's callback for a trial whose heartbeat expired (it has already failed the trial)."""
-    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.OUTCOME, str(Outcome.INTERRUPTED))
+    """Optuna's callback for a trial whose heartbeat expired, in the one worker that failed it. A finished trial
+    takes no attribute (Optuna raises UpdateFinishedTrialError), so it stays FAIL without an outcome, which
+    counts as not done; its point is queued again, since GridSampler counts a failed trial's point as visited,
+    with the run the dead worker left, for the worker that measures it to remove."""
+    if trial.params:
+        left = trial.user_attrs.get(TrialAttr.RUN_ID)
+        study.enqueue_trial(trial.params, user_attrs={TrialAttr.TAKES_OVER: left} if left else None)
 
 
 def _queued_params(trials: Iterable[FrozenTrial]) -> list[dict[str, Any]]:

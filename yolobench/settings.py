@@ -19,12 +19,14 @@ class SweepSettings:
     cache_dir: Path | None = None
     retry_failed: bool = False
     measure_only: bool = False  # take every model from the cache folder or MLflow; never build (no torch needed)
+    study: str | None = None  # the Optuna study's name (default: the sweep's); one per device class
+    heartbeat_grace_s: float | None = None  # a worker silent this long is taken for dead (default search.GRACE_S)
 
     def for_spec(self, spec: Any) -> SweepSettings:
         """The sweep file's tracking.tracking_uri and search.storage where neither a flag nor the environment
-        (MLFLOW_TRACKING_URI) gave one."""
+        (MLFLOW_TRACKING_URI) gave one; the sweep's name as the study's where --study gave none."""
         return replace(self, tracking_uri=self.tracking_uri or spec.tracking.tracking_uri,
-                       storage=self.storage or spec.search.storage)
+                       storage=self.storage or spec.search.storage, study=self.study or spec.name)
 
     @property
     def resolved_tracking_uri(self) -> str:

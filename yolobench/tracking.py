@@ -523,12 +523,15 @@ class Tracker:
         """Remove a run a killed sweep left unfinished (or a superseded one), so no duplicate stays."""
         self._client.delete_run(run_id)
 
-    def discard_failed(self, experiment_id: str, parent_id: str, variant_key: str, keep: str) -> None:
+    def discard_failed(self, experiment_id: str, parent_id: str, variant_key: str, keep: str,
+                       taken_over: str | None = None) -> None:
         """After a variant finished, its earlier FAILED runs go (a try before --retry-failed, or one on other
-        data), so the UI shows one run per variant."""
+        data), and so does `taken_over`, the run a dead worker left RUNNING when this one took the variant over:
+        the UI shows one run per variant."""
         runs = self.find_runs([experiment_id], tags={PARENT_TAG: parent_id, VARIANT_KEY_TAG: variant_key})
         for run in runs:
-            if run.info.run_id != keep and run.info.status == "FAILED":
+            left = run.info.status == "FAILED" or (run.info.run_id == taken_over and run.info.status == "RUNNING")
+            if run.info.run_id != keep and left:
                 self.discard(run.info.run_id)
 
     def tag_front(self, on_front: Mapping[str, bool], known: dict[str, str]) -> None:
