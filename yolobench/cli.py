@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from yolobench.overrides import Overrides
-from yolobench.spec import SpecError, SweepNotFound, SweepSpec, load_sweep
+from yolobench.urls import redact, without_credentials
+from yolobench.spec import SpecError, SweepNotFound, SweepSpec, load_spec, load_sweep
 
 DEFAULT_HOME = Path(os.environ.get("YOLOBENCH_HOME", "mlruns"))
 
@@ -30,11 +31,11 @@ def _targets(args: argparse.Namespace) -> int:
     from yolobench.targets import describe
 
     rows = describe()
-    width = max(len(r.name) for r in rows)
-    print(f"{'target':<{width}}  {'variants':>8}  {'runtime':<12} {'baseline':<28} description")
+    width, runtime, baseline = (max(len(getattr(r, f)) for r in rows) for f in ("name", "runtime", "baseline"))
+    print(f"{'target':<{width}}  {'variants':>8}  {'runtime':<{runtime}}  {'baseline':<{baseline}}  description")
     for row in rows:
         count = row.variants if row.variants is not None else "pareto"
-        print(f"{row.name:<{width}}  {count:>8}  {row.runtime:<12} {row.baseline:<28} {row.target}")
+        print(f"{row.name:<{width}}  {count:>8}  {row.runtime:<{runtime}}  {row.baseline:<{baseline}}  {row.target}")
     print(f"\nuse a name wherever a sweep file goes (yolobench plan {rows[0].name}); "
           "yolobench init NAME [FILE] writes an editable copy")
     return 0
@@ -152,12 +153,12 @@ def _print_summary(args: argparse.Namespace, summary) -> None:
         if "--retry-failed" not in retry:
             retry += " --retry-failed"
         print(f"{failed} variant(s) failed (their MLflow runs say why); to try them again: {retry}")
-    print(f"runs: experiment '{summary.experiment}' in {summary.tracking_uri} (parent run {summary.parent_run_id})")
-    print(f"study: '{args.study or summary.sweep}' in {summary.storage}")
+    print(f"runs: experiment '{summary.experiment}' in {redact(summary.tracking_uri)} (parent run {summary.parent_run_id})")
+    print(f"study: '{args.study or summary.sweep}' in {redact(summary.storage)}")
     ui_hint = f"{_launcher()} ui" + (f" --home {args.home}" if Path(args.home) != Path("mlruns") else "")
     if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        ui_hint = f"open {summary.tracking_uri} in a browser" if summary.tracking_uri.startswith("http") else (
-            f"mlflow ui --backend-store-uri {summary.tracking_uri}")
+        ui_hint = f"open {redact(summary.tracking_uri)} in a browser" if summary.tracking_uri.startswith("http") else (
+            f"mlflow ui --backend-store-uri {redact(summary.tracking_uri)}")
     print(f"open the UI: {ui_hint}  (then http://127.0.0.1:5000)")
 
 
@@ -167,7 +168,7 @@ def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path(args.home))
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port)]
-    print("running:", " ".join(command), flush=True)
+    print("running:", redact(" ".join(command)), flush=True)
     for experiment_id, name in Tracker(uri).sweep_experiments():  # links straight to the variants, fastest first
         print(f"  {name}: {variants_url(f'http://{args.host}:{args.port}', experiment_id)}", flush=True)
     return subprocess.call(command)
@@ -192,25 +193,26 @@ def _doctor(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from yolobench.report import print_report
 
-    return print_report(_load(args), _settings(args))
+    spec = _load(args)
+    return print_report(spec, _settings(args).for_spec(spec))
 
 
 def _build(args: argparse.Namespace) -> int:
     from yolobench.bundle import build_for_host
-    from yolobench.errors import SweepStopped
+    from yolobench.errors import DataInvalid, SweepStopped
 
     if not args.bundle and not args.publish:
         print("yolobench build: say where the models go: --bundle DIR (a folder to copy to the device) "
               "and/or --publish (the MLflow store)", file=sys.stderr)
         return 2
     spec = _load(args)
-    settings = _settings(args)
+    settings = _settings(args).for_spec(spec)
     bundle = Path(args.bundle).resolve() if args.bundle else None
     try:
         summary = build_for_host(spec, settings, bundle, args.publish)
     except SweepStopped as error:
         print(f"yolobench: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, DataInvalid) else 1
     except KeyboardInterrupt:
         print("\nyolobench: stopped; run the same command again to go on (built models are cached)", file=sys.stderr)
         return 130
@@ -222,7 +224,9 @@ def _build(args: argparse.Namespace) -> int:
         print(f"bundle: {bundle}; copy it to the measuring host and run there:\n"
               f"  yolobench sweep {bundle / 'sweep.yaml'} --measure-only --cache-dir {bundle}")
     if args.publish:
-        uri = settings.resolved_tracking_uri
+        uri = without_credentials(settings.resolved_tracking_uri)
+        if uri != settings.resolved_tracking_uri:
+            print("the tracking server's credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD on the device")
         print(f"published to experiment '{summary.experiment}' in {uri}; on the measuring host run:\n"
               f"  yolobench sweep {' '.join([args.file, *Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ())).as_list()])} "
               f"--measure-only --tracking-uri {uri}")
@@ -261,6 +265,24 @@ def _promote(args: argparse.Namespace) -> int:
     print(f"registered '{version.name}' version {version.version} from run {version.run_id} "
           f"({version.tags.get('yolobench.label', '?')}: {figures}); load it as models:/{version.name}/{version.version}")
     return 0
+
+
+def _with_secrets_hidden(args: argparse.Namespace) -> int:
+    """Run the command; a traceback that gets out (a bug, a library's error) has any URL's password hidden."""
+    from yolobench.errors import SweepStopped
+
+    try:
+        return args.handler(args)
+    except (SpecError, KeyboardInterrupt):
+        raise
+    except SweepStopped as error:  # a store that is not there, a driver that is missing
+        print(f"yolobench: {redact(str(error))}", file=sys.stderr)
+        return 1
+    except Exception:
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        return _with_secrets_hidden(args)
     except SweepNotFound as error:
         print(f"yolobench: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from yolobench.errors import SweepStopped
 from yolobench.pareto import objective_values
+from yolobench.urls import redact
 from yolobench.space import Space, Variant
 from yolobench.spec import FloatRange, SearchSpec
 
@@ -109,11 +110,15 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     """Create or load the sweep's study; a study stored with other objectives is refused. A worker whose
     heartbeat stops for `grace_s` (default GRACE_S) is taken for dead."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(storage, str):  # a database that is not there fails now, in one message, not in a traceback
+        from yolobench.services import check_database, connect_timeout
+
+        check_database(storage, "the Optuna database", connect_timeout())
     directions = [objective.resolved_direction for objective in search.objectives]
     study = _create_or_load(storage, study_name, make_sampler(search, space), directions, grace_s or GRACE_S)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
-        where = storage if isinstance(storage, str) else type(storage).__name__
+        where = redact(storage) if isinstance(storage, str) else type(storage).__name__
         raise StudyMismatch(
             f"study {study_name!r} in {where} optimises {stored}, but the sweep file asks for "
             f"{directions} ({[o.metric for o in search.objectives]}); rename the sweep or use another --storage"

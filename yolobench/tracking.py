@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yolobench.urls import redact, redacted
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
@@ -254,10 +256,16 @@ class Tracker:
 
     def __post_init__(self) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # sweeps run offline; nothing phones home
+        # MLflow's "View run at <url>" lines would print a URL's credentials; yolobench says where runs are.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a model fetch is one line of ours
         from mlflow.tracking import MlflowClient
+
+        from yolobench.services import check_tracking_server, connect_timeout
 
         database = _sqlite_path(self.tracking_uri)
         if database is None:
+            check_tracking_server(self.tracking_uri, connect_timeout())  # before MLflow's minutes of retries
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
             return
         # Two processes that open a fresh SQLite store together both run MLflow's schema migrations, and one
@@ -348,10 +356,10 @@ class Tracker:
         return finished
 
     def start_child(self, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
-        return self._client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: parent_id, **tags}).info.run_id
+        return self._client.create_run(experiment_id, run_name=name, tags=redacted({PARENT_TAG: parent_id, **tags})).info.run_id
 
     def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-        run_id = self._client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+        run_id = self._client.create_run(experiment_id, run_name=name, tags=redacted(dict(tags))).info.run_id
         self.log(run_id, params=params)
         return run_id
 
@@ -367,7 +375,7 @@ class Tracker:
             self.set_tag(mine, PARENT_OF_TAG, study)  # a parent reopened from before the tag
         else:
             mine = self._client.create_run(experiment_id, run_name=sweep_name,
-                                           tags={SWEEP_TAG: sweep_name, PARENT_OF_TAG: study, **tags}).info.run_id
+                                           tags=redacted({SWEEP_TAG: sweep_name, PARENT_OF_TAG: study, **tags})).info.run_id
             self.log(mine, params=params)
         candidates = self.find_runs([experiment_id], tags={PARENT_OF_TAG: study}, limit=100)
         chosen = min(candidates, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
@@ -387,7 +395,7 @@ class Tracker:
         started, ended = training_times(manifest) if "built_at" in manifest else (None, None)
         run_id = self._client.create_run(
             experiment_id, start_time=started, run_name=training_run_name(training),
-            tags={TRAINING_KEY_TAG: key, TRAINING_TAG: "true", **tags}).info.run_id
+            tags=redacted({TRAINING_KEY_TAG: key, TRAINING_TAG: "true", **tags})).info.run_id
         self.log_record(run_id, training_record(training))
         self.finish(run_id, end_time=ended)
         return run_id
@@ -405,8 +413,8 @@ class Tracker:
         self._client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, step, **on) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            params=[Param(k, redact(str(v))) for k, v in (params or {}).items()],
+            tags=[RunTag(k, redact(str(v))) for k, v in (tags or {}).items()],
         )
 
     def log_record(self, run_id: str, record: RunRecord) -> None:
@@ -489,7 +497,7 @@ class Tracker:
         worker finishes a variant): on a shared store both may insert it at once, and one insert fails."""
         for attempt in range(attempts):
             try:
-                self._client.set_tag(run_id, key, value)
+                self._client.set_tag(run_id, key, redact(str(value)))
                 return
             except Exception:  # MlflowException wrapping the store's IntegrityError; any store
                 if attempt == attempts - 1:
@@ -505,7 +513,7 @@ class Tracker:
     def log_json(self, run_id: str, payload: Any, filename: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as folder:
             target = Path(folder) / filename
-            target.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+            target.write_text(json.dumps(redacted(payload), indent=2, sort_keys=True, default=str))
             self.log_file(run_id, target, artifact_path)
 
     def download(self, run_id: str, artifact_path: str, destination: Path) -> Path:

@@ -29,6 +29,11 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", text)
 
 
+def without_credentials(url: str) -> str:
+    """The URL with no user or password, for a command printed to be pasted on another host."""
+    return re.sub(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^@/\s]*@", lambda m: m["scheme"], url)
+
+
 def redacted(payload: Any) -> Any:
     """A JSON-like payload (a sweep file's mapping) with every string in it redacted."""
     if isinstance(payload, str):
