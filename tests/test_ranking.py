@@ -230,3 +230,15 @@ def test_a_rounds_pace_is_divided_out_so_a_machine_that_slows_for_one_round_leav
         assert abs(np.median(samples[label]) / true - 1) < 0.03
     unpaced = np.concatenate([r["a"] for r in rounds])
     assert unpaced.max() / unpaced.min() > 2.5
+
+
+def test_a_confirmation_left_with_only_the_baseline_to_record_times_it_alone(fake_home: Path) -> None:
+    from yolobench.confirm import interleaved_samples
+
+    FakeRuntime.delay_ms = 1.0
+    sweep, _ = fake_sweep(fake_home, confirm=True)
+    sweep.run()
+    baseline = sweep.space.baseline
+    samples = interleaved_samples(sweep.retimer, [], baseline, rounds=3, memory_mb=2048)
+    assert list(samples) == [baseline.label] and samples[baseline.label].size == 3 * 3
+    assert 0.5 < float(np.median(samples[baseline.label])) < 50

@@ -59,7 +59,8 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
     rounds_of: list[dict[str, np.ndarray]] = []
     with retimer.session(reference) as reference_session:
         retimer.burst(reference_session, reference, runs)  # warm-up
-        for group in _groups(retimer, [v for v in variants if v.label != reference.label], memory_mb):
+        others = [v for v in variants if v.label != reference.label]
+        for group in _groups(retimer, others, memory_mb) or [[]]:  # the reference alone, if it is all that is left
             with ExitStack() as stack:
                 sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
                 for variant, session in sessions:
