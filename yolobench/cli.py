@@ -18,10 +18,13 @@ from yolobench.spec import SpecError, SweepNotFound, SweepSpec, load_spec, load_
 DEFAULT_HOME = Path(os.environ.get("YOLOBENCH_HOME", "mlruns"))
 
 
+def _overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ()))
+
+
 def _load(args: argparse.Namespace) -> SweepSpec:
     """The sweep named on the command line with its overrides; notes on what they moved go to stderr."""
-    overrides = Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ()))
-    spec, notes = load_sweep(args.file, overrides)
+    spec, notes = load_sweep(args.file, _overrides(args))
     for note in notes:
         print(f"yolobench: {note}", file=sys.stderr)
     return spec
@@ -198,7 +201,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from yolobench.bundle import build_for_host
+    from yolobench.bundle import BUNDLE_SWEEP, build_for_host
     from yolobench.errors import DataInvalid, SweepStopped
 
     if not args.bundle and not args.publish:
@@ -222,14 +225,14 @@ def _build(args: argparse.Namespace) -> int:
         print(f"  FAILED {name}: {reason.splitlines()[0][:300]}")
     if bundle is not None:
         print(f"bundle: {bundle}; copy it to the measuring host and run there:\n"
-              f"  yolobench sweep {bundle / 'sweep.yaml'} --measure-only --cache-dir {bundle}")
+              f"  yolobench sweep {bundle / BUNDLE_SWEEP} --measure-only --cache-dir {bundle}")
     if args.publish:
         uri = without_credentials(settings.resolved_tracking_uri)
         if uri != settings.resolved_tracking_uri:
             print("the tracking server's credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD on the device")
+        sweep = " ".join([args.file, *_overrides(args).as_list()])
         print(f"published to experiment '{summary.experiment}' in {uri}; on the measuring host run:\n"
-              f"  yolobench sweep {' '.join([args.file, *Overrides(args.weights, args.data, tuple(args.only or ()), tuple(args.set or ())).as_list()])} "
-              f"--measure-only --tracking-uri {uri}")
+              f"  yolobench sweep {sweep} --measure-only --tracking-uri {uri}")
     return 0 if summary.succeeded else 1
 
 
