@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from yolobench.urls import redact
@@ -92,6 +93,18 @@ def key_of_params(spec: SweepSpec, space: Any, params: dict[str, Any]) -> str | 
         return variant_key(spec, space.variant_from_params(params))
     except KeyError:
         return None
+
+
+@dataclass(frozen=True, eq=True)
+class KeyOfParams:
+    """`key_of_params` of one sweep file as a value: two are equal for the same spec and space, so what is counted
+    per key function (search.evaluations) is kept from one call to the next."""
+
+    spec: SweepSpec
+    space: Any
+
+    def __call__(self, params: dict[str, Any]) -> str | None:
+        return key_of_params(self.spec, self.space, params)
 
 
 def study_identity(storage_url: str, study_name: str) -> str:

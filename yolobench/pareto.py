@@ -33,18 +33,42 @@ def reference_point(objectives: Sequence[Any]) -> list[float]:
     return [1.0 if o.resolved_direction == "maximize" else REFERENCE_RATIO for o in objectives]
 
 
+def dominates(other: Sequence[float], point: Sequence[float]) -> bool:
+    """`other` is no worse than `point` on every coordinate and better on one (all minimised)."""
+    return all(o <= p for o, p in zip(other, point)) and any(o < p for o, p in zip(other, point))
+
+
 def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
     """Indices of the points no other point dominates (all coordinates minimised)."""
-    front = []
-    for i, point in enumerate(points):
-        dominated = any(
-            all(o <= p for o, p in zip(other, point)) and any(o < p for o, p in zip(other, point))
-            for j, other in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+    return [i for i, point in enumerate(points)
+            if not any(dominates(other, point) for j, other in enumerate(points) if j != i)]
+
+
+def oriented(metrics: dict[str, float], objectives: Sequence[Any]) -> list[float]:
+    """The objectives as values to minimise, before any normalisation: `losses` orders points the same way
+    (each coordinate is an increasing function of these), so both give the same front whatever the baseline."""
+    return [-float(metrics[o.metric]) if o.resolved_direction == "maximize" else float(metrics[o.metric])
+            for o in objectives]
+
+
+class GrowingFront:
+    """The non-dominated points of a set that grows one point at a time. A new point is compared with the front's
+    members only: a point no member dominates is dominated by no point of the set (dominance is transitive), and
+    the members it dominates leave. Members are named (a run id); equal points are all members, as in
+    non_dominated."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, list[float]] = {}
+
+    def add(self, name: str, point: Sequence[float]) -> tuple[bool, list[str]]:
+        """Whether the point joined the front, and the members that left it for this one."""
+        if any(dominates(member, point) for member in self.members.values()):
+            return False, []
+        left = [other for other, member in self.members.items() if dominates(point, member)]
+        for other in left:
+            del self.members[other]
+        self.members[name] = list(point)
+        return True, left
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:

@@ -4,6 +4,7 @@ and the front as a plot (PNG, interactive HTML) and a table for the parent run."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,44 @@ def sweep_rows(tracker: tracking.Tracker, experiment_name: str, sweep_name: str,
     return sorted(rows, key=lambda row: row["latency_ms_p50"])
 
 
+@dataclass
+class FrontTags:
+    """The front as this worker tags it while the sweep runs: the pareto tag on each run (as set here, or as read
+    when the sweep started) and the front itself, grown from each new result (pareto.GrowingFront) rather than
+    found again among every result at every step."""
+
+    known: dict[str, str] = field(default_factory=dict)  # run id -> its pareto tag's value
+    front: pareto.GrowingFront = field(default_factory=pareto.GrowingFront)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # run id -> metrics, of the front's members
+    mark: search.ResultsMark | None = None  # how far the study's results were taken in
+
+
 def update_front(study: Any, tracker: tracking.Tracker, parent_id: str, objectives: Sequence[Any],
-                 baseline: dict[str, float] | None, known_tags: dict[str, str], step: int) -> None:
+                 baseline: dict[str, float] | None, tags: FrontTags, step: int) -> None:
     """Tag the study's measured runs on the front (and untag those that left it); log the front's
-    hypervolume on the parent run at `step` (the evaluations so far)."""
-    measured = search.results(study)
-    if not baseline or not measured:
+    hypervolume on the parent run at `step` (the evaluations so far). Only the results measured since the last
+    call are compared, and with the front's members only; all of them again when a result already taken in
+    changed (re-timed). The front does not depend on the baseline (pareto.oriented); its hypervolume does."""
+    if not baseline:
         return
-    points = [pareto.losses(result.metrics, objectives, baseline) for result in measured]
-    front = set(pareto.non_dominated(points))
-    tracker.tag_front({result.run_id: index in front for index, result in enumerate(measured)}, known_tags)
-    volume = pareto.hypervolume(points, pareto.reference_point(objectives))
-    tracker.log(parent_id, metrics={"hypervolume": volume, "front_size": len(front),
-                                    "variants_measured": len(measured)}, step=step)
+    new, tags.mark, everything = search.results_since(study, tags.mark)
+    if everything:
+        tags.front, tags.metrics = pareto.GrowingFront(), {}
+    changes: dict[str, bool] = {}
+    for result in new:
+        joined, left = tags.front.add(result.run_id, pareto.oriented(result.metrics, objectives))
+        changes[result.run_id] = joined
+        for run_id in left:
+            changes[run_id] = False
+            del tags.metrics[run_id]
+        if joined:
+            tags.metrics[result.run_id] = result.metrics
+    if not tags.mark.count:
+        return
+    tracker.tag_front(changes, tags.known)
+    points = [pareto.losses(tags.metrics[run_id], objectives, baseline) for run_id in tags.front.members]
+    tracker.log(parent_id, metrics={"hypervolume": pareto.hypervolume(points, pareto.reference_point(objectives)),
+                                    "front_size": len(points), "variants_measured": tags.mark.count}, step=step)
 
 
 def log_front_report(tracker: tracking.Tracker, parent_id: str, experiment_name: str, spec: Any) -> None:

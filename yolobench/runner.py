@@ -18,7 +18,7 @@ from yolobench.cache import ArtifactCache
 from yolobench.data.validate import check_model_classes, open_checked
 from yolobench.drift import DriftReference
 from yolobench.errors import SweepStopped, is_bug
-from yolobench.keys import build_key, key_of_params, study_identity, variant_key
+from yolobench.keys import KeyOfParams, build_key, study_identity, variant_key
 from yolobench.measure.accuracy import write_coco_json
 from yolobench.measure.energy import open_energy_meter
 from yolobench.measure.harness import EvalData, measure_session
@@ -54,7 +54,7 @@ class Sweep:
         self.summary = SweepSummary(spec.name, self.experiment_name, settings.resolved_tracking_uri,
                                     settings.resolved_storage, total=len(self.keys))
         self.finished_untold: dict[str, Any] = {}
-        self._front: dict[str, str] = {}
+        self._front = report.FrontTags()
 
     # --- setup: everything that can stop the sweep is checked before a study or parent run exists ------
     def _check_inputs(self) -> None:
@@ -121,7 +121,7 @@ class Sweep:
         if not self.grid:
             summary.total = self.progress.total = self.spec.search.budget.trials or self.space.count() or 0
         self.progress.done = summary.already_done if self.grid else min(self._evaluations(), summary.total)
-        self._front = self.tracker.front_tags(self.experiment_id, parent_id)
+        self._front = report.FrontTags(self.tracker.front_tags(self.experiment_id, parent_id))
         self.drift = DriftReference(self.study, self.tracker, self.retimer, self.space, self.baseline_key, parent_id,
                                     say=self.progress.message)
         if self._more_to_do(state, time.monotonic()):
@@ -156,7 +156,7 @@ class Sweep:
         return not self.keys or any(k not in state.done for k in self.keys)  # a finite space can run out
 
     def _evaluations(self) -> int:
-        return search.evaluations(self.study, lambda params: key_of_params(self.spec, self.space, params))
+        return search.evaluations(self.study, KeyOfParams(self.spec, self.space))  # counted once per trial
 
     def _step(self, state: search.StudyState, parent_id: str) -> Outcome:
         trial = search.ask(self.study)
@@ -227,8 +227,8 @@ class Sweep:
             check_model_classes(built.model.manifest, self.data.names)
             keys, imgsz = (build_key(self.spec, variant), variant_key(self.spec, variant)), int(variant["imgsz"])
             measurement = measure_session(session, self.data, imgsz, self.spec.measure, self.spec.runtime.cpu_affinity,
-                                          energy=self.energy, reuse=lambda s: self.reuse.reuse_or_remember(
-                                              s.infer, self.data.val_images, imgsz, *keys, search.results(self.study)))
+                                          energy=self.energy, reuse=lambda s: self.reuse.reuse_or_remember(s.infer,
+                                              self.data.val_images, imgsz, *keys, search.measured(self.study)))
             runnable = compiled.path if compiled is not None else (session.output_path or built.model.path)
             scored = write_coco_json(measurement.accuracy, opened.work_dir / "accuracy")  # to re-score anywhere
             is_baseline = variant == self.space.baseline

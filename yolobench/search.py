@@ -18,9 +18,10 @@ import socket
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -166,12 +167,6 @@ def note_sweep(study: optuna.Study, parent_run_id: str, data_fingerprint: str | 
     study.set_user_attr(DATA_ATTR, data_fingerprint)
 
 
-def _current_data(study: optuna.Study) -> Callable[[FrozenTrial], bool]:
-    """A test of whether a trial was measured on the data the sweep runs on now."""
-    now = study.user_attrs.get(DATA_ATTR)
-    return lambda trial: now is None or trial.user_attrs.get(TrialAttr.DATA, now) == now
-
-
 def suggest_variant(trial: optuna.Trial, space: Space) -> Variant:
     params = {}
     for name, values in space.axes.items():
@@ -218,25 +213,7 @@ def study_state(study: optuna.Study, retry_failed: bool = False) -> StudyState:
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what heartbeats are for
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # dead workers on other hosts
-    done: dict[str, FrozenTrial] = {}
-    interrupted: list[FrozenTrial] = []
-    running: set[str] = set()
-    now, current = datetime.now(), _current_data(study)
-    for trial in study.get_trials(deepcopy=False):
-        key = trial.user_attrs.get(TrialAttr.KEY)
-        outcome = trial.user_attrs.get(TrialAttr.OUTCOME)
-        if trial.state == TrialState.RUNNING:
-            if _abandoned(trial, now):
-                interrupted.append(trial)
-            elif key is not None and trial.user_attrs.get(TrialAttr.WORKER) != worker_id():
-                running.add(key)
-        elif key is None or not current(trial):
-            continue
-        elif trial.state == TrialState.COMPLETE and outcome in (Outcome.MEASURED, Outcome.REUSED):
-            done.setdefault(key, trial)
-        elif trial.state == TrialState.FAIL and outcome == Outcome.FAILED and not retry_failed:
-            done.setdefault(key, trial)
-    return StudyState(done=done, interrupted=interrupted, running_elsewhere=frozenset(running))
+    return ledger(study).state(retry_failed)
 
 
 def study_state_when_free(study: optuna.Study, retry_failed: bool, keys: Iterable[str],
@@ -265,20 +242,13 @@ def taken_over(trial: optuna.Trial) -> str | None:
 def running_elsewhere(study: optuna.Study) -> frozenset[str]:
     """Keys of the trials other workers are running now (live or not: the state scan decides that)."""
     me = worker_id()
-    return frozenset(t.user_attrs[TrialAttr.KEY] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                     if TrialAttr.KEY in t.user_attrs and t.user_attrs.get(TrialAttr.WORKER) != me)
+    return frozenset(t.user_attrs[TrialAttr.KEY] for t in ledger(study).unfinished if t.state == TrialState.RUNNING
+                     and TrialAttr.KEY in t.user_attrs and t.user_attrs.get(TrialAttr.WORKER) != me)
 
 
 def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
     """One measured trial per variant key (the first on the data as it is now), with its run id and metrics."""
-    seen: dict[str, FrozenTrial] = {}
-    current = _current_data(study)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        attrs = trial.user_attrs
-        measured = attrs.get(TrialAttr.OUTCOME) == Outcome.MEASURED and TrialAttr.METRICS in attrs
-        if measured and TrialAttr.RUN_ID in attrs and current(trial):
-            seen.setdefault(attrs[TrialAttr.KEY], trial)
-    return list(seen.values())
+    return sorted(ledger(study).measured.values(), key=lambda trial: trial.number)
 
 
 # Latency re-timed after a variant's first pass (drift re-measure, front confirmation) is kept in the study
@@ -296,7 +266,11 @@ class Result:
 
 
 def retimed(study: optuna.Study) -> dict[str, dict[str, float]]:
-    return {name[len(RETIMED_PREFIX):]: value for name, value in study.user_attrs.items()
+    return _retimed_in(study.user_attrs)
+
+
+def _retimed_in(study_attrs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    return {name[len(RETIMED_PREFIX):]: value for name, value in study_attrs.items()
             if name.startswith(RETIMED_PREFIX) and value}  # {}: cleared when the data changed
 
 
@@ -306,31 +280,188 @@ def record_retimed(study: optuna.Study, key: str, metrics: Mapping[str, float]) 
 
 def results(study: optuna.Study) -> list[Result]:
     """Every measured variant once, its latest figures first."""
-    overrides = retimed(study)
-    return [Result(t.user_attrs[TrialAttr.KEY], t.user_attrs[TrialAttr.RUN_ID], dict(t.params),
-                   {**t.user_attrs[TrialAttr.METRICS], **overrides.get(t.user_attrs[TrialAttr.KEY], {})},
-                   t.user_attrs[TrialAttr.KEY] in overrides)
-            for t in measured_trials(study)]
+    return ledger(study).results()
+
+
+def measured(study: optuna.Study) -> Mapping[str, Result]:
+    """The measured variants by key, as a read-only mapping looked up key by key (nothing is listed to find one)."""
+    return _MeasuredView(ledger(study))
+
+
+def results_since(study: optuna.Study, mark: ResultsMark | None) -> tuple[list[Result], ResultsMark, bool]:
+    """The results measured since `mark` (None: every one), the mark to pass next time, and whether the list is
+    every result rather than the new ones: it is when a result already given changed since (re-timed, data)."""
+    return ledger(study).results_since(mark)
 
 
 def metrics_of(study: optuna.Study, key: str, first_pass: bool = False) -> dict[str, float] | None:
     """The metrics the study recorded for a measured variant key (e.g. the baseline's), or None."""
-    trial = next((t for t in measured_trials(study) if t.user_attrs[TrialAttr.KEY] == key), None)
-    if trial is None:
-        return None
-    return dict(trial.user_attrs[TrialAttr.METRICS]) if first_pass else \
-        {**trial.user_attrs[TrialAttr.METRICS], **retimed(study).get(key, {})}
+    return ledger(study).metrics_of(key, first_pass)
 
 
 def evaluations(study: optuna.Study, key_of: Any) -> int:
     """Trials that asked for a variant's result under the sweep file as it is now: what a budget counts.
     `key_of(params)` gives the key the file gives those params now (None for an axis it no longer has);
-    trials of an earlier version of the file (other keys) or of other data do not count."""
-    count, current = 0, _current_data(study)
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get(TrialAttr.OUTCOME) in EVALUATIONS and current(trial):
+    trials of an earlier version of the file (other keys) or of other data do not count. Counted once per trial
+    for as long as the same `key_of` (==: a bound method, not a new lambda) is passed."""
+    return ledger(study).evaluations(key_of)
+
+
+@dataclass(frozen=True)
+class ResultsMark:
+    version: int
+    count: int
+
+
+class StudyLedger:
+    """What a study holds, read incrementally: every reader above goes through its study's ledger (`ledger`), so
+    a sweep step's cost stays flat however many trials the study holds. A finished trial never changes (Optuna
+    refuses to update one), so each is taken in once, when it is first seen finished; a read looks at the
+    trials not taken in yet (running, waiting, new) and at the study's attributes (the data, what was re-timed).
+    The answers are those of a full scan in trial order: a fresh ledger's first read is that scan.
+
+    `version` moves when what was taken in changes other than by new results: the data changed (everything
+    is read again), a variant was re-timed, or an earlier measured trial of a key turned up."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._restart(None)
+
+    def _restart(self, data: str | None) -> None:
+        self.data, self.version = data, self.version + 1
+        self.taken: set[int] = set()  # numbers of the finished trials taken in
+        self.prefix = 0  # the trials before this position are all taken in
+        self.measured: dict[str, FrozenTrial] = {}  # per key, its first measured trial (with run id and metrics)
+        self.order: list[str] = []  # the keys of `measured` in the order they came
+        self.done_ok: dict[str, FrozenTrial] = {}  # per key, its first measured or reused trial
+        self.done_any: dict[str, FrozenTrial] = {}  # per key, its first measured, reused or failed trial
+        self.asked: list[FrozenTrial] = []  # trials that asked for a variant's result (what a budget counts)
+        self.counted: tuple[Any, int, int] | None = None  # (key_of, trials of `asked` counted, count)
+        self.overrides: dict[str, dict[str, float]] = {}  # what was re-timed, by key
+        self.unfinished: list[FrozenTrial] = []  # as of the last read
+
+    def read(self, study: optuna.Study) -> StudyLedger:
+        attrs = study.user_attrs
+        if attrs.get(DATA_ATTR) != self.data:
+            self._restart(attrs.get(DATA_ATTR))
+        if (overrides := _retimed_in(attrs)) != self.overrides:
+            self.overrides, self.version = overrides, self.version + 1
+        trials = study.get_trials(deepcopy=False)  # sorted by number; Optuna's cache reads only unfinished ones again
+        self.unfinished = []
+        for trial in trials[self.prefix:]:
+            if trial.number in self.taken:
+                continue
+            if trial.state.is_finished():
+                self._take(trial)
+            else:
+                self.unfinished.append(trial)
+        while self.prefix < len(trials) and trials[self.prefix].number in self.taken:
+            self.prefix += 1
+        return self
+
+    def _take(self, trial: FrozenTrial) -> None:
+        self.taken.add(trial.number)
+        attrs = trial.user_attrs
+        key, outcome = attrs.get(TrialAttr.KEY), attrs.get(TrialAttr.OUTCOME)
+        if self.data is not None and attrs.get(TrialAttr.DATA, self.data) != self.data:
+            return  # measured on other data: stale
+        if outcome in EVALUATIONS:
+            self.asked.append(trial)
+        if key is None:
+            return
+        if trial.state == TrialState.COMPLETE and outcome in (Outcome.MEASURED, Outcome.REUSED):
+            _keep_first(self.done_ok, key, trial)
+            _keep_first(self.done_any, key, trial)
+        elif trial.state == TrialState.FAIL and outcome == Outcome.FAILED:
+            _keep_first(self.done_any, key, trial)
+        if trial.state == TrialState.COMPLETE and outcome == Outcome.MEASURED and TrialAttr.METRICS in attrs \
+                and TrialAttr.RUN_ID in attrs:
+            if key not in self.measured:
+                self.order.append(key)
+            elif trial.number < self.measured[key].number:
+                self.version += 1  # an earlier trial of a key already given (another worker's, told late)
+            _keep_first(self.measured, key, trial)
+
+    def state(self, retry_failed: bool) -> StudyState:
+        interrupted: list[FrozenTrial] = []
+        running: set[str] = set()
+        now, me = datetime.now(), worker_id()
+        for trial in self.unfinished:
+            if trial.state != TrialState.RUNNING:
+                continue
+            key = trial.user_attrs.get(TrialAttr.KEY)
+            if _abandoned(trial, now):
+                interrupted.append(trial)
+            elif key is not None and trial.user_attrs.get(TrialAttr.WORKER) != me:
+                running.add(key)
+        done = dict(self.done_ok if retry_failed else self.done_any)
+        return StudyState(done=done, interrupted=interrupted, running_elsewhere=frozenset(running))
+
+    def result(self, key: str) -> Result | None:
+        trial = self.measured.get(key)
+        if trial is None:
+            return None
+        attrs, override = trial.user_attrs, self.overrides.get(key)
+        metrics = {**attrs[TrialAttr.METRICS], **(override or {})}
+        return Result(key, attrs[TrialAttr.RUN_ID], dict(trial.params), metrics, override is not None)
+
+    def results(self) -> list[Result]:
+        first_measured = sorted(self.measured.values(), key=lambda trial: trial.number)
+        return [self.result(trial.user_attrs[TrialAttr.KEY]) for trial in first_measured]
+
+    def results_since(self, mark: ResultsMark | None) -> tuple[list[Result], ResultsMark, bool]:
+        everything = mark is None or mark.version != self.version
+        keys = self.order if everything else self.order[mark.count:]
+        return [self.result(key) for key in keys], ResultsMark(self.version, len(self.order)), everything
+
+    def metrics_of(self, key: str, first_pass: bool = False) -> dict[str, float] | None:
+        trial = self.measured.get(key)
+        if trial is None:
+            return None
+        first = trial.user_attrs[TrialAttr.METRICS]
+        return dict(first) if first_pass else {**first, **self.overrides.get(key, {})}
+
+    def evaluations(self, key_of: Any) -> int:
+        same = self.counted is not None and self.counted[0] == key_of
+        _, start, count = self.counted if same else (key_of, 0, 0)
+        for trial in self.asked[start:]:
             count += key_of(trial.params) == trial.user_attrs.get(TrialAttr.KEY)
-    return count
+        self.counted = (key_of, len(self.asked), count)
+        return count
+
+
+class _MeasuredView(Mapping[str, Result]):
+    def __init__(self, of: StudyLedger) -> None:
+        self._ledger = of
+
+    def __getitem__(self, key: str) -> Result:
+        result = self._ledger.result(key)
+        if result is None:
+            raise KeyError(key)
+        return result
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ledger.order)
+
+    def __len__(self) -> int:
+        return len(self._ledger.order)
+
+
+def _keep_first(by_key: dict[str, FrozenTrial], key: str, trial: FrozenTrial) -> None:
+    if key not in by_key or trial.number < by_key[key].number:
+        by_key[key] = trial
+
+
+# One ledger per Study object of this process, gone with it.
+_LEDGERS: weakref.WeakKeyDictionary[optuna.Study, StudyLedger] = weakref.WeakKeyDictionary()
+
+
+def ledger(study: optuna.Study) -> StudyLedger:
+    """The study's ledger, brought up to date with what the study holds now."""
+    found = _LEDGERS.get(study)
+    if found is None:
+        found = _LEDGERS[study] = StudyLedger()
+    return found.read(study)
 
 
 # --- closing a trial: the one place that writes outcomes -----------------------------------------
@@ -441,6 +572,39 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         return None
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        """Optuna's, with each finished trial read once: Optuna compares every trial's stored search space with
+        the grid's (value by value) on every ask, a cost that grows with the study; a finished trial's point
+        never changes. The answer is Optuna's, in the same order."""
+        visits = self.__dict__.setdefault("_yolobench_visits", {})
+        seen = visits.setdefault((id(study._storage), study._study_id), _GridVisits())
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        running: set[int] = set()
+        for trial in trials[seen.prefix:]:
+            if trial.number in seen.taken:
+                continue
+            attrs = trial.system_attrs
+            on_grid = "grid_id" in attrs and self._same_search_space(attrs["search_space"])
+            if trial.state.is_finished():
+                seen.taken.add(trial.number)
+                if on_grid:
+                    seen.visited.add(attrs["grid_id"])
+            elif on_grid and trial.state == TrialState.RUNNING:
+                running.add(attrs["grid_id"])
+        while seen.prefix < len(trials) and trials[seen.prefix].number in seen.taken:
+            seen.prefix += 1
+        unvisited = set(range(self._n_min_trials)) - seen.visited - running
+        return list(unvisited or set(range(self._n_min_trials)) - seen.visited)
+
+
+@dataclass
+class _GridVisits:
+    """The grid points of a study's finished trials, as far as AskTellGridSampler has read them."""
+
+    taken: set[int] = field(default_factory=set)  # numbers of the finished trials read
+    visited: set[int] = field(default_factory=set)
+    prefix: int = 0  # the trials before this position are all read
 
 
 def _heartbeat_interval(study: optuna.Study) -> float | None:

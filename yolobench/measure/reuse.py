@@ -56,10 +56,11 @@ class AccuracyReuse:
         write_atomically(self._path(build_key, variant_key), buffer.getvalue())
 
     def match(self, build_key: str, outputs: np.ndarray,
-              evaluated: Mapping[str, tuple[str, dict[str, float]]]) -> ReusedAccuracy | None:
-        """The first evaluated sibling (variant key -> (run id, accuracy metrics)) whose probe outputs match."""
+              results: Mapping[str, Any]) -> ReusedAccuracy | None:
+        """The first sibling scored itself whose probe outputs match. `results` are the study's, by variant key
+        (search.measured): only the siblings on disk are looked up in it, however large the study."""
         for path in sorted((self.folder / build_key).glob("*.npy")):
-            sibling = evaluated.get(path.stem)
+            sibling = scored(results.get(path.stem))
             if sibling is None:
                 continue
             reference = np.load(path)
@@ -72,10 +73,10 @@ class AccuracyReuse:
         return None
 
     def reuse_or_remember(self, infer: Callable[[np.ndarray], np.ndarray], images: Sequence[Path], imgsz: int,
-                          build_key: str, variant_key: str, results: Sequence[Any]) -> ReusedAccuracy | None:
+                          build_key: str, variant_key: str, results: Mapping[str, Any]) -> ReusedAccuracy | None:
         """A matching sibling's accuracy; else None, and this variant's probe outputs are kept for later ones."""
         outputs = probe_outputs(infer, images, imgsz)
-        found = self.match(build_key, outputs, evaluated_results(results))
+        found = self.match(build_key, outputs, results)
         if found is None:
             self.save(build_key, variant_key, outputs)
         return found
@@ -84,7 +85,8 @@ class AccuracyReuse:
 ACCURACY_METRICS = ("map50", "map50_95", "precision", "recall")
 
 
-def evaluated_results(results: Sequence[Any]) -> dict[str, tuple[str, dict[str, float]]]:
-    """Variant key -> (run id, accuracy metrics) of the study's variants that were scored themselves."""
-    return {r.key: (r.run_id, {m: r.metrics[m] for m in ACCURACY_METRICS if m in r.metrics}) for r in results
-            if "accuracy_probe_max_difference" not in r.metrics and "map50_95" in r.metrics}
+def scored(result: Any | None) -> tuple[str, dict[str, float]] | None:
+    """(run id, accuracy metrics) of a study's result that was scored itself; None for one that took another's."""
+    if result is None or "accuracy_probe_max_difference" in result.metrics or "map50_95" not in result.metrics:
+        return None
+    return result.run_id, {m: result.metrics[m] for m in ACCURACY_METRICS if m in result.metrics}
