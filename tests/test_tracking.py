@@ -112,3 +112,15 @@ def test_workers_that_start_together_settle_on_the_earliest_parent(tmp_path: Pat
     mine = settled
     other = first.settle_parent(experiment_id, "tiny", "study-b", None, params={}, tags={})
     assert other != mine  # another study's sweep has its own parent
+
+
+def test_per_call_times_go_to_an_artifact_and_the_metrics_stay_summaries(built: Built) -> None:
+    register_fake_runtime()
+    spec = parse_spec(fake_sweep_file())
+    variant = Space.from_spec(spec).baseline
+    record = tracking.variant_record(spec, FAKE_INFO, variant, built, None, measurement(5.0, 0.4), RunFacts(), None,
+                                     is_baseline=True)
+    [samples] = [payload for payload, name, folder in record.json_files if (folder, name) == ("latency", "samples.json")]
+    assert [len(w["inference_ms"]) for w in samples["windows"]] == [7, 7, 7]
+    assert samples["windows"][1]["inference_ms"][0] == 5.0 and samples["kept_spans"][0] == [2, 7]
+    assert len(record.metrics) < 60 and not any(isinstance(v, (list, tuple)) for v in record.metrics.values())

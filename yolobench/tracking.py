@@ -63,6 +63,7 @@ ORT_FUSIONS_TAG = "yolobench.ort_fusions"
 
 MODEL_ARTIFACT_DIR = "model"  # MLflow artifact folder of the runtime's input model (for --measure-only hosts)
 COMPILED_ARTIFACT_DIR = "compiled"
+LATENCY_SAMPLES = "samples.json"  # under latency/: every timed call's times; the run's metrics summarise them
 RESULT_METRICS = ("latency_ms_p50", "map50_95")  # a FINISHED child run without both was never completed
 MODEL_TYPE = "yolobench-variant"  # the logged models' model_type, to search them apart from others
 
@@ -199,7 +200,8 @@ def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: 
     tags[NOTE_TAG] = describe.variant_note(
         params, metrics, tags, describe.SweepContext.from_spec(spec), metrics if is_baseline else baseline)
     return RunRecord(params=params, metrics=metrics, tags=tags, files=list(files),
-                     json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR)],
+                     json_files=[({"runtime": session, "lineage": lineage}, "manifest.json", COMPILED_ARTIFACT_DIR),
+                                 (measurement.latency.samples(), LATENCY_SAMPLES, "latency")],
                      model=compiled.path if compiled is not None else built.model.path, model_name=variant.label,
                      dataset=describe.val_split(data, params["data"]) if data is not None else None)
 

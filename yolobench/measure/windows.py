@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +85,15 @@ class WindowedLatency:
     @property
     def unstable(self) -> bool:
         return not self.converged
+
+    def samples(self) -> dict[str, Any]:
+        """Every window of the timed phase with its per-call times (ms), refused ones too: what the run's latency
+        metrics summarise, for an artifact (a metric per sample would bury the run's figures in the MLflow UI)."""
+        return {"kept_spans": [list(span) for span in self.kept_spans], "windows": [
+            {"kept": window.kept, "seconds": window.seconds, "foreign_cpu_percent": window.foreign_cpu_percent,
+             "first_call": window.first_call, "preprocess_ms": _rounded(window.pre),
+             "inference_ms": _rounded(window.inference), "postprocess_ms": _rounded(window.post)}
+            for window in self.windows]}
 
     def metrics(self) -> dict[str, float]:
         low, high = median_confidence_interval(self.result.inference_ms)
@@ -194,3 +204,7 @@ def measure_windows(infer: Callable[[np.ndarray], np.ndarray], images: Sequence[
                            timed_seconds=sum(w.seconds for w in kept), warmup_runs=warmup_runs, resources=resources)
     spans = tuple((warmup_runs + w.first_call, int(w.inference.size)) for w in kept)
     return WindowedLatency(result, tuple(phase.windows), settings, converged, contended, spans, _spread(kept))
+
+
+def _rounded(times_ms: np.ndarray) -> list[float]:
+    return [round(float(value), 5) for value in times_ms]  # 10 ns: finer than any clock here resolves
