@@ -20,6 +20,7 @@ import yaml
 from mlflow.entities import LoggedModelStatus
 
 from tests.fakes import TinyOnnxBuilder
+from tests.test_run_names import TINY_ORT_SWEEP
 from yolobench import cli, describe, search, tracking
 from yolobench.build import Built, Training
 from yolobench.cache import BuildOutput
@@ -29,16 +30,8 @@ from yolobench.runner import Sweep, SweepSettings
 from yolobench.space import Space
 from yolobench.spec import parse_spec
 
-UI_SWEEP = {
-    "name": "ui", "target": "tests",
-    "runtime": {"name": "onnxruntime", "provider": "cpu", "threads": 1},
-    "model": {"train": {"epochs": 1, "imgsz": 64}},
-    "data": {"synthetic": {"train_images": 4, "val_images": 3, "image_size": 64, "seed": 0}},
-    "axes": {"scale": ["n"], "precision": ["fp32", "int8"], "imgsz": [32], "ort_level": ["disable", "all"]},
-    "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable"},
-    "measure": {"warmup_runs": 1, "warmup_seconds": 0.0, "min_runs": 3, "min_seconds": 0.0, "foreign_limit": 1e9},
-    "int8": {"calibration_images": 2},
-}
+# The grid whose run names are pinned, under its own experiment name.
+UI_SWEEP = {**TINY_ORT_SWEEP, "name": "ui"}
 TRAIN_SECONDS = 180.0
 
 

@@ -53,25 +53,19 @@ def test_no_driver_installed_says_what_to_install(monkeypatch) -> None:
     assert SECRET not in str(raised.value)
 
 
-def test_an_unreachable_tracking_server_fails_at_once_with_the_url_redacted() -> None:
-    url = f"http://alice:{SECRET}@127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("check, url, named, why", [
+    (check_tracking_server, "http://alice:{secret}@127.0.0.1:{port}", "MLflow tracking server http://alice:***@127.0.0.1",
+     "ConnectionError"),
+    (check_database, "postgresql+psycopg2://optuna:{secret}@127.0.0.1:{port}/optuna",
+     "the Optuna database postgresql+psycopg2://optuna:***@127.0.0.1", "Connection refused"),
+], ids=["tracking-server", "database"])
+def test_an_unreachable_service_fails_at_once_naming_it_with_the_url_redacted(check, url, named, why) -> None:
     started = time.monotonic()
     with pytest.raises(ServiceUnreachable) as raised:
-        check_tracking_server(url, timeout_s=5)
+        check(url.format(secret=SECRET, port=free_port()), timeout_s=5)
     assert time.monotonic() - started < 5
     message = str(raised.value)
-    assert "MLflow tracking server http://alice:***@127.0.0.1" in message and SECRET not in message
-
-
-def test_an_unreachable_database_fails_at_once_with_the_url_redacted() -> None:
-    url = f"postgresql+psycopg2://optuna:{SECRET}@127.0.0.1:{free_port()}/optuna"
-    started = time.monotonic()
-    with pytest.raises(ServiceUnreachable) as raised:
-        check_database(url, timeout_s=5)
-    assert time.monotonic() - started < 5
-    message = str(raised.value)
-    assert "the Optuna database postgresql+psycopg2://optuna:***@127.0.0.1" in message and SECRET not in message
-    assert "Connection refused" in message
+    assert named in message and why in message and SECRET not in message
 
 
 def test_a_sweep_on_an_unreachable_server_or_database_exits_1_fast_with_one_redacted_line(tmp_path, capsys) -> None:
