@@ -187,6 +187,31 @@ def test_a_point_another_live_worker_runs_is_left_to_it(harness: Harness) -> Non
     assert taken.label not in {r.info.run_name for r in harness.runs()}
 
 
+def test_a_point_another_worker_closed_since_the_loop_looked_is_not_measured_again(harness: Harness, monkeypatch) -> None:
+    """The race two workers started together hit: the other worker finishes the point between this one's look
+    at the study and its claim of the same point, so it is neither running elsewhere nor in the state looked at."""
+    spec, study = harness.spec, harness.study
+    taken = Space.from_spec(spec).variant_from_params({"scale": "n", "precision": "fp16", "imgsz": 64, "knob": 2})
+    asks, original_ask = [], search.ask
+
+    def ask_after_the_other_worker_closed_it(asked_study):
+        asks.append(1)
+        if len(asks) == 2:  # the loop has looked at the study for this step
+            study.enqueue_trial(taken.as_dict())
+            other = original_ask(asked_study)
+            other.set_user_attr(TrialAttr.WORKER, "agent-elsewhere:4242")
+            other.set_user_attr(TrialAttr.KEY, variant_key(spec, taken))
+            search.close_trial(asked_study, other, Outcome.FAILED, failure="the other worker's own failure")
+            study.enqueue_trial(taken.as_dict())  # ... and the sampler proposes it here too
+        return original_ask(asked_study)
+
+    monkeypatch.setattr(search, "ask", ask_after_the_other_worker_closed_it)
+    summary = harness.run()
+    assert summary.measured == 3
+    assert taken.label not in {r.info.run_name for r in harness.runs()}
+    assert harness.outcomes().count("measured") == 3
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt(), SweepStopped("weights vanished")])
 def test_a_stopped_sweep_discards_the_variant_in_flight_and_a_rerun_redoes_it(harness: Harness, stop) -> None:
     FakeRuntime.on({"knob": 2, "precision": "fp32"}, raise_(stop))

@@ -142,7 +142,7 @@ class Sweep:
         started = time.monotonic()
         while self._more_to_do(state := search.study_state_when_free(  # waits while only others' variants are left
                 self.study, self.settings.retry_failed, self.keys, self.progress.message), started):
-            self._step(state, parent_id)
+            self._step(parent_id)
             self._update_front(parent_id)
 
     def _more_to_do(self, state: search.StudyState, started: float) -> bool:
@@ -158,7 +158,7 @@ class Sweep:
     def _evaluations(self) -> int:
         return search.evaluations(self.study, KeyOfParams(self.spec, self.space))  # counted once per trial
 
-    def _step(self, state: search.StudyState, parent_id: str) -> Outcome:
+    def _step(self, parent_id: str) -> Outcome:
         trial = search.ask(self.study)
         trial.set_user_attr(TrialAttr.WORKER, search.worker_id())
         variant = search.suggest_variant(trial, self.space)
@@ -167,12 +167,12 @@ class Sweep:
         trial.set_user_attr(TrialAttr.LABEL, variant.label)
         if self.space.is_excluded(variant):
             return self._close(trial, Outcome.EXCLUDED)
-        if key in search.running_elsewhere(self.study):  # another worker took it at the same moment
+        state = search.ledger(self.study).state(self.settings.retry_failed)  # read after the key was claimed above
+        if key in state.running_elsewhere:  # another worker took it at the same moment
             return self._close(trial, Outcome.TAKEN)
-        if key in state.done:  # a proposal of a point already measured: the result comes from the store
-            previous = state.done[key]
+        if key in state.done:  # already measured (perhaps by another worker since the loop looked): from the store
             self.summary.reused += 1
-            return self._close(trial, Outcome.REUSED, values=previous.values, reused_from=previous.number)
+            return self._close(trial, Outcome.REUSED, values=state.done[key].values, reused_from=state.done[key].number)
         if key in self.finished_untold:  # measured before a kill, never told: take the result from MLflow
             run = self.finished_untold.pop(key)
             self.summary.reused += 1

@@ -239,13 +239,6 @@ def taken_over(trial: optuna.Trial) -> str | None:
     return trial.user_attrs.get(TrialAttr.TAKES_OVER)
 
 
-def running_elsewhere(study: optuna.Study) -> frozenset[str]:
-    """Keys of the trials other workers are running now (live or not: the state scan decides that)."""
-    me = worker_id()
-    return frozenset(t.user_attrs[TrialAttr.KEY] for t in ledger(study).unfinished if t.state == TrialState.RUNNING
-                     and TrialAttr.KEY in t.user_attrs and t.user_attrs.get(TrialAttr.WORKER) != me)
-
-
 def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
     """One measured trial per variant key (the first on the data as it is now), with its run id and metrics."""
     return sorted(ledger(study).measured.values(), key=lambda trial: trial.number)
