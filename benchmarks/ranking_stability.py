@@ -5,7 +5,8 @@ on either sweep's front, and both fronts. With --old-checkout, the release befor
 repository) sweeps the quickstart too, first and last, so the wall times are compared side by side on the same
 machine.
 
-    .venv/bin/python benchmarks/ranking_stability.py [--model-cache mlruns/cache] [--old-checkout DIR]
+    .venv/bin/python benchmarks/ranking_stability.py [--model-cache mlruns/cache] [--old-checkout DIR] [--keep DIR]
+    .venv/bin/python benchmarks/ranking_stability.py --compare DIR   # the figures again, from a run kept in DIR
 
 Exits 1 when a pair misses the bar: tau >= 0.9 and every front variant within 5% in p50."""
 
@@ -15,6 +16,7 @@ import argparse
 import itertools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,27 +44,40 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     return wall
 
 
-def results(home: Path) -> tuple[dict[str, float], set[str]]:
-    """p50 per variant label (the figure the store reports now) and the labels on the front."""
+def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """Each variant's metrics by label (the figures the store reports now) and the labels on the front."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("quickstart")
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
             if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
-    p50 = {r.info.run_name: r.data.metrics["latency_ms_p50"] for r in runs}
-    return p50, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
+    metrics = {r.info.run_name: dict(r.data.metrics) for r in runs}
+    return metrics, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
+
+
+def report_ranks(metrics: dict[str, dict[str, float]]) -> dict[str, int]:
+    """The rank the report gives each variant: variants whose p50 intervals overlap share one (report.py)."""
+    from yolobench.report import latency_ranks
+
+    labels = sorted(metrics, key=lambda label: metrics[label]["latency_ms_p50"])
+    ranks = latency_ranks([metrics[label] for label in labels])
+    return {label: int(rank.lstrip("=")) for label, rank in zip(labels, ranks)}
 
 
 def kendall_tau(first: dict[str, float], second: dict[str, float]) -> float:
+    """Kendall's tau-b: tau-a where nothing is tied; pairs tied in one ranking count as neither agreeing nor not."""
     labels = sorted(set(first) & set(second))
-    concordant = discordant = 0
+    concordant = discordant = tied_first = tied_second = 0
     for a, b in itertools.combinations(labels, 2):
         sign = (first[a] - first[b]) * (second[a] - second[b])
         concordant += sign > 0
         discordant += sign < 0
-    pairs = concordant + discordant
-    return (concordant - discordant) / pairs if pairs else 1.0
+        tied_first += first[a] == first[b]
+        tied_second += second[a] == second[b]
+    pairs = len(labels) * (len(labels) - 1) // 2
+    denominator = ((pairs - tied_first) * (pairs - tied_second)) ** 0.5
+    return (concordant - discordant) / denominator if denominator else 1.0
 
 
 def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
@@ -80,16 +95,28 @@ def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
 
 
 def compare(name: str, first: Path, second: Path) -> bool:
-    p50_a, front_a = results(first)
-    p50_b, front_b = results(second)
+    metrics_a, front_a = results(first)
+    metrics_b, front_b = results(second)
+    p50_a = {label: m["latency_ms_p50"] for label, m in metrics_a.items()}
+    p50_b = {label: m["latency_ms_p50"] for label, m in metrics_b.items()}
+    both = sorted(set(p50_a) & set(p50_b))
     tau = kendall_tau(p50_a, p50_b)
-    on_front = sorted((front_a | front_b) & set(p50_a) & set(p50_b))
+    on_front = sorted((front_a | front_b) & set(both))
     ratios = {label: max(p50_a[label], p50_b[label]) / min(p50_a[label], p50_b[label]) for label in on_front}
     worst = max(ratios.items(), key=lambda item: item[1], default=("-", 1.0))
-    print(f"\n{name}: Kendall tau of p50 {tau:.3f} over {len(set(p50_a) & set(p50_b))} variants; "
+    # How much of the difference is the machine's speed between the two sweeps, the same for every variant.
+    level = statistics.median(p50_b[label] / p50_a[label] for label in both)
+    levelled = {label: max(r := p50_b[label] / p50_a[label] / level, 1 / r) for label in on_front}
+    worst_levelled = max(levelled.items(), key=lambda item: item[1], default=("-", 1.0))
+    print(f"\n{name}: Kendall tau of p50 {tau:.3f} over {len(both)} variants; "
           f"worst front ratio {worst[1]:.3f} ({worst[0]})")
     print(f"  front 1: {', '.join(f'{l} {p50_a[l]:.2f}' for l in sorted(front_a, key=p50_a.get))}")
     print(f"  front 2: {', '.join(f'{l} {p50_b[l]:.2f}' for l in sorted(front_b, key=p50_b.get))}")
+    print(f"  the second sweep's p50 over the first's, median over the variants: {level:.3f}; with that divided "
+          f"out, the worst front ratio is {worst_levelled[1]:.3f} ({worst_levelled[0]})")
+    ranks_a, ranks_b = report_ranks(metrics_a), report_ranks(metrics_b)
+    print(f"  tau-b of the report's ranks (variants whose p50 intervals overlap share a rank; "
+          f"{len(set(ranks_a.values()))} and {len(set(ranks_b.values()))} ranks): {kendall_tau(ranks_a, ranks_b):.3f}")
     passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
     print(f"  {'PASS' if passed else 'FAIL'} (bar: tau >= {TAU_BAR}, front within {RATIO_BAR:.0%})")
     return passed
@@ -103,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-at", type=float, default=10.0)
     parser.add_argument("--busy-for", type=float, default=30.0)
     parser.add_argument("--keep", type=Path, help="keep the sweeps' homes in this folder (default: deleted)")
+    parser.add_argument("--compare", type=Path, metavar="DIR", help="sweep nothing: compare the homes a run kept in DIR")
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        homes = [args.compare / f"sweep{i}" for i in range(4)]
+        quiet = compare("quiet pair (sweeps 1 and 2)", homes[0], homes[1])
+        return 0 if compare("busy pair (sweeps 3 and 4)", homes[2], homes[3]) and quiet else 1
     if not (args.model_cache / "train").is_dir():
         raise SystemExit(f"no trained model in {args.model_cache / 'train'}: run `make quickstart` first")
     with tempfile.TemporaryDirectory(prefix="yolobench-ranking-") as temporary:
