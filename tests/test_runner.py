@@ -212,6 +212,28 @@ def test_a_point_another_worker_closed_since_the_loop_looked_is_not_measured_aga
     assert harness.outcomes().count("measured") == 3
 
 
+def test_a_run_another_worker_started_after_this_one_looked_is_not_tidied_away(harness: Harness, monkeypatch) -> None:
+    """Start-up tidies the runs a killed sweep left unfinished; a live worker's, started after this one read the
+    study (two workers started together), is not one of them: the study is read again after the runs are listed."""
+    spec, study = harness.spec, harness.study
+    taken = Space.from_spec(spec).variant_from_params({"scale": "n", "precision": "fp16", "imgsz": 64, "knob": 2})
+    started, original_close = [], search.close_abandoned
+
+    def other_worker_starts_meanwhile(asked_study, trials) -> None:  # between this sweep's look and its tidying
+        original_close(asked_study, trials)
+        other = study.ask()
+        other.set_user_attr(TrialAttr.WORKER, f"{socket.gethostname()}:1")  # pid 1 lives
+        other.set_user_attr(TrialAttr.KEY, variant_key(spec, taken))
+        [parent] = harness.runs(children=False)
+        started.append(harness.client.create_run(parent.info.experiment_id, run_name=taken.label, tags={
+            tracking.PARENT_TAG: parent.info.run_id, tracking.VARIANT_KEY_TAG: variant_key(spec, taken)}).info.run_id)
+
+    monkeypatch.setattr(search, "close_abandoned", other_worker_starts_meanwhile)
+    summary = harness.run()
+    assert summary.measured == 3
+    assert harness.client.get_run(started[0]).info.lifecycle_stage == "active"
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt(), SweepStopped("weights vanished")])
 def test_a_stopped_sweep_discards_the_variant_in_flight_and_a_rerun_redoes_it(harness: Harness, stop) -> None:
     FakeRuntime.on({"knob": 2, "precision": "fp32"}, raise_(stop))

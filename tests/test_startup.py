@@ -56,6 +56,11 @@ def problems(home: Path, results: list[tuple[int, str]]) -> list[str]:
     lines = sum(output.count("mAP50-95") for _, output in results)
     if lines != VARIANTS:
         found.append(f"the workers printed {lines} measured variants, not {VARIANTS}")
+    if found:  # what each trial and worker did, to tell which race it was
+        found += [f"trial {t.number} {t.state.name} {t.datetime_start} {t.datetime_complete} "
+                  f"{ {k: t.user_attrs.get(k) for k in ('variant_key', 'worker', 'outcome', 'reused_from')} }"
+                  for t in study.trials]
+        found += [f"worker {n}:\n{output[-1500:]}" for n, (_, output) in enumerate(results)]
     return found
 
 

@@ -115,8 +115,8 @@ class Sweep:
     def _run(self, parent_id: str) -> None:
         state = search.study_state_when_free(self.study, self.settings.retry_failed, self.keys, self.progress.message)
         search.close_abandoned(self.study, state.interrupted)
-        self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id, self.dataset.fingerprint,
-                                                          keep=set(state.done) | state.running_elsewhere)
+        owned = lambda: search.owned_keys(self.study, self.settings.retry_failed)  # noqa: E731 (asked after the listing)
+        self.finished_untold = self.tracker.tidy_children(self.experiment_id, parent_id, self.dataset.fingerprint, owned)
         summary = self.summary.note(state, self.keys, self.grid)
         if not self.grid:
             summary.total = self.progress.total = self.spec.search.budget.trials or self.space.count() or 0

@@ -234,6 +234,12 @@ def study_state_when_free(study: optuna.Study, retry_failed: bool, keys: Iterabl
         time.sleep(poll_s)
 
 
+def owned_keys(study: optuna.Study, retry_failed: bool) -> set[str]:
+    """Keys the study has a result for, or another live worker is measuring, as of now."""
+    state = ledger(study).state(retry_failed)
+    return set(state.done) | state.running_elsewhere
+
+
 def taken_over(trial: optuna.Trial) -> str | None:
     """The MLflow run a dead worker left RUNNING for the variant this trial takes over (see TrialAttr.TAKES_OVER)."""
     return trial.user_attrs.get(TrialAttr.TAKES_OVER)

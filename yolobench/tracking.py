@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,12 +343,16 @@ class Tracker:
         return {run.data.tags[VARIANT_KEY_TAG]: run for run in runs if VARIANT_KEY_TAG in run.data.tags}
 
     def tidy_children(self, experiment_id: str, parent_id: str, data_fingerprint: str | None,
-                      keep: set[str]) -> dict[str, Run]:
+                      keep: set[str] | Callable[[], set[str]]) -> dict[str, Run]:
         """Delete the parent's unfinished child runs (a killed sweep's) and those measured on other data than
         `data_fingerprint` (superseded: their variants are measured again), except those of `keep`'s keys; return
         the FINISHED ones with results (by variant key): killed between logging and telling, the study was
-        never told them, so they are told from MLflow rather than measured again."""
-        pending = {k: run for k, run in self.child_runs(experiment_id, parent_id).items() if k not in keep}
+        never told them, so they are told from MLflow rather than measured again. A callable `keep` is asked
+        after the runs are listed: a worker claims its variant in the study before it starts the run, so a run
+        another worker started meanwhile is then seen as that worker's, not as one a killed sweep left."""
+        children = self.child_runs(experiment_id, parent_id)
+        kept = keep() if callable(keep) else keep
+        pending = {k: run for k, run in children.items() if k not in kept}
         stale = {k for k, run in pending.items() if data_fingerprint is not None
                  and run.data.tags.get(DATA_FINGERPRINT_TAG, data_fingerprint) != data_fingerprint}
         finished = finished_results(run for k, run in pending.items() if k not in stale)
