@@ -24,6 +24,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.ranking_stability import kendall_tau  # noqa: E402
 from yolobench.confirm import paced  # noqa: E402
 
 LEVELS = ("disable", "basic", "all")
@@ -66,11 +67,6 @@ def confirmation(sessions: dict[str, tuple], rounds: int) -> dict[str, float]:
     rounds_of = [{label: burst(sessions[label]) for label in (labels if r % 2 == 0 else labels[::-1])}
                  for r in range(rounds)]
     return {label: float(np.median(samples)) for label, samples in paced(rounds_of).items()}
-
-
-def kendall_tau(first: dict[str, float], second: dict[str, float]) -> float:
-    signs = [np.sign((first[a] - first[b]) * (second[a] - second[b])) for a, b in itertools.combinations(first, 2)]
-    return float(np.mean(signs))
 
 
 def main(argv: list[str] | None = None) -> int:
