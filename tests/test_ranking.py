@@ -242,3 +242,61 @@ def test_a_confirmation_left_with_only_the_baseline_to_record_times_it_alone(fak
     samples = interleaved_samples(sweep.retimer, [], baseline, rounds=3, memory_mb=2048)
     assert list(samples) == [baseline.label] and samples[baseline.label].size == 3 * 3
     assert 0.5 < float(np.median(samples[baseline.label])) < 50
+
+
+def test_the_confirmation_stands_at_the_level_of_the_first_passes_not_at_that_of_its_own_minute(fake_home: Path) -> None:
+    FakeRuntime.delay_ms = 4.0
+    FakeRuntime.on({}, lambda: len(FakeRuntime.opened) == 5 and setattr(FakeRuntime, "slowdown", 2.0))  # confirming
+    sweep, _ = fake_sweep(fake_home, confirm=True, min_runs=6, stability=0.5)
+    assert sweep.run().measured == 4
+    _, runs = child_runs(fake_home)
+    assert all(r.data.tags.get(tracking.CONFIRMED_TAG) == "true" for r in runs) and len(runs) == 4
+    for run in runs:
+        metrics = run.data.metrics
+        assert 0.4 < metrics["confirm_level"] < 0.6  # the machine was twice as slow while confirming
+        assert 0.8 < metrics["latency_ms_p50"] / metrics["latency_ms_p50_first"] < 1.25
+
+
+def test_the_sweep_level_is_the_first_passes_median_or_where_the_baselines_confirmation_stands(fake_home: Path) -> None:
+    from yolobench.confirm import CONFIRMED_ATTR, sweep_level
+
+    FakeRuntime.delay_ms = 1.0
+    sweep, study = fake_sweep(fake_home, confirm=False)
+    sweep.run()
+    results, key = search.results(study), sweep.baseline_key
+    halved = {r.key: search.metrics_of(study, r.key)["latency_ms_p50"] / 2 for r in results}
+    halved[results[-1].key] /= 10  # one variant far off moves the median of four little
+    assert sweep_level(study, results, halved, key) == pytest.approx(2.0)
+    search.record_retimed(study, key, {"latency_ms_p50": 3 * halved[key], CONFIRMED_ATTR: 1.0})
+    assert sweep_level(study, results, halved, key) == pytest.approx(3.0)  # a later group joins the earlier one
+
+
+def test_bursts_near_the_front_are_longer_by_the_factor(fake_home: Path) -> None:
+    from yolobench.confirm import interleaved_samples
+
+    sweep, study = fake_sweep(fake_home, confirm=False)
+    sweep.run()
+    baseline = sweep.space.baseline
+    other = next(sweep.space.variant_from_params(r.params) for r in search.results(study)
+                 if r.key != sweep.baseline_key)
+    samples = interleaved_samples(sweep.retimer, [other], baseline, rounds=4, memory_mb=2048,
+                                  longer={other.label}, factor=3)
+    assert {label: s.size for label, s in samples.items()} == {other.label: 4 * 9, baseline.label: 4 * 3}
+
+
+def test_a_grid_confirmed_whole_leaves_the_variants_timed_while_it_drifted_to_the_confirmation(fake_home: Path) -> None:
+    FakeRuntime.delay_ms = 4.0
+    opens = []
+
+    def machine(count=opens) -> None:  # open 2: a neighbour starts; open 4: it stops
+        count.append(1)
+        FakeRuntime.slowdown = {2: 3.0, 4: 1.0}.get(len(count), FakeRuntime.slowdown)
+
+    FakeRuntime.on({}, machine)
+    sweep, _ = fake_sweep(fake_home, min_runs=6, reference_every=1, drift_tolerance=0.3, stability=0.5, confirm=True)
+    assert sweep.run().measured == 4
+    _, runs = child_runs(fake_home)
+    assert not [r for r in runs if r.data.tags.get(tracking.RETIMED_TAG) == "true"]  # not re-timed one by one
+    assert all(r.data.tags.get(tracking.CONFIRMED_TAG) == "true" for r in runs)
+    for run in runs:
+        assert run.data.metrics["latency_ms_p50"] < 4.0 * 1.8  # what it reports was timed at 1x

@@ -88,6 +88,9 @@ class LocalBuilder:
         self.progress = progress
         self.on_training_time = on_training_time  # one-off work the progress ETA leaves out
         self.precision_stage = runtime_info(spec.runtime.name).precision_stage
+        # A variant is built once per sweep (its first pass, the drift reference and the confirmation all ask):
+        # the stages are cached on disk, but finding them again hashes the data set each time.
+        self._built: dict[tuple, Built] = {}
 
     def describe(self, variant: Variant) -> str:
         return model_name(self.spec, variant)
@@ -103,11 +106,14 @@ class LocalBuilder:
     def build(self, variant: Variant) -> Built:
         from yolobench.stages.export import export_onnx
 
-        weights, trainings = self._weights(variant)
-        onnx = export_onnx(self.cache, weights, int(variant["imgsz"]), self.spec.export)
-        model = precision_stage(self.cache, onnx, str(variant["precision"]), self.spec, self.dataset) \
-            if self.precision_stage else onnx
-        return Built(model, self.cache.lineage(model), self.describe(variant), "built", trainings)
+        key = tuple(sorted(variant.as_dict().items()))
+        if key not in self._built:
+            weights, trainings = self._weights(variant)
+            onnx = export_onnx(self.cache, weights, int(variant["imgsz"]), self.spec.export)
+            model = precision_stage(self.cache, onnx, str(variant["precision"]), self.spec, self.dataset) \
+                if self.precision_stage else onnx
+            self._built[key] = Built(model, self.cache.lineage(model), self.describe(variant), "built", trainings)
+        return self._built[key]
 
     def _weights(self, variant: Variant) -> tuple[Artifact, tuple[Training, ...]]:
         """The variant's weights: resolved, or trained once (cached by content) with its training axes."""

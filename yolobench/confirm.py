@@ -1,7 +1,9 @@
 """Confirming the ranking before it is reported (Model Analyzer re-measures its top configurations too):
 the whole grid when it is small, else the variants on the front, those within a margin of it and those
 timed while the reference had drifted, are re-timed with the baseline in short interleaved bursts,
-round-robin in one process with their sessions open, so each of them sees the same machine. The
+round-robin in one process with their sessions open, so each of them sees the same machine; the variants
+near the front get longer bursts, since the front is what a mis-timed variant would change. Interleaving
+fixes the ratios between the variants; the level they are reported at is the sweep's (sweep_level). The
 confirmed p50 becomes the variant's latency_ms_p50.
 
 Resume-safe: a variant's confirmation is written when its rounds are done; a sweep killed before that
@@ -10,7 +12,7 @@ confirms it on the rerun, and never adds a run."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import ExitStack
 
 import numpy as np
@@ -48,27 +50,29 @@ def _groups(retimer: Retimer, variants: list, memory_mb: float) -> list[list]:
     return [*groups, current] if current else groups
 
 
-def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int,
-                        memory_mb: float) -> dict[str, np.ndarray]:
-    """Round-robin bursts, each round in another order, the reference (the baseline) in every group.
+def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int, memory_mb: float,
+                        longer: Collection[str] = (), factor: int = 1) -> dict[str, np.ndarray]:
+    """Round-robin bursts, each round in another order, the reference (the baseline) in every group; the
+    bursts of the variants labelled in `longer` are `factor` times as long.
     A shared host's speed moves within seconds, and a round sees it move for every variant in it; so each
     round's samples are divided by the round's pace, what its variants say in common (the median over them
     of their burst's median against their own median), and what is left between two variants is their own
     difference rather than the moment each was timed at."""
-    runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
+    base_runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
+    runs_of = lambda variant: base_runs * (factor if variant.label in longer else 1)  # noqa: E731
     rounds_of: list[dict[str, np.ndarray]] = []
     with retimer.session(reference) as reference_session:
-        retimer.burst(reference_session, reference, runs)  # warm-up
+        retimer.burst(reference_session, reference, base_runs)  # warm-up
         others = [v for v in variants if v.label != reference.label]
         for group in _groups(retimer, others, memory_mb) or [[]]:  # the reference alone, if it is all that is left
             with ExitStack() as stack:
                 sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
                 for variant, session in sessions:
-                    retimer.burst(session, variant, runs)  # warm-up
+                    retimer.burst(session, variant, base_runs)  # warm-up
                 sessions.append((reference, reference_session))
                 for round_index in range(rounds):
                     order = sessions if round_index % 2 == 0 else sessions[::-1]
-                    rounds_of.append({v.label: retimer.burst(s, v, runs) for v, s in order})
+                    rounds_of.append({v.label: retimer.burst(s, v, runs_of(v)) for v, s in order})
     return paced(rounds_of)
 
 
@@ -84,6 +88,22 @@ def paced(rounds_of: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {label: np.concatenate(parts) for label, parts in samples.items()}
 
 
+def sweep_level(study, group: Sequence[search.Result], confirmed_p50: Mapping[str, float],
+                baseline_key: str) -> float:
+    """What the confirmation's figures are multiplied by to stand at the sweep's level, not at the level of
+    the half-minute the confirmation took: a shared host is faster or slower for minutes at a time, and
+    that moved every confirmed figure of one sweep against another's (benchmarks/ranking_stability.py).
+    Each variant's first pass read the host at another moment of the sweep; the median over the group of
+    first-pass p50 / confirmed p50 is the sweep's level against the confirmation's. A later group (a rerun
+    after a kill) is put where the baseline's earlier confirmation stands, so the two groups agree."""
+    earlier = search.retimed(study).get(baseline_key, {})
+    if earlier.get(CONFIRMED_ATTR) and "latency_ms_p50" in earlier:
+        return earlier["latency_ms_p50"] / confirmed_p50[baseline_key]
+    firsts = {r.key: (search.metrics_of(study, r.key, first_pass=True) or {}).get("latency_ms_p50") for r in group}
+    ratios = [first / confirmed_p50[key] for key, first in firsts.items() if first]
+    return float(np.median(ratios)) if ratios else 1.0
+
+
 def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Space, baseline_key: str,
                   extra_keys: set[str] = frozenset(), say: Callable[[str], None] = print) -> int:
     """Re-time the front's neighbourhood interleaved; returns how many variants were confirmed now."""
@@ -92,11 +112,10 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     baseline = search.metrics_of(study, baseline_key, first_pass=True)
     if not measure.confirm or not baseline or not results:
         return 0
-    if len(results) <= measure.confirm_all_up_to:
-        chosen = {r.key for r in results}  # small enough for the whole ranking to rest on interleaved timing
-    else:
-        chosen = {results[i].key for i in near_front(results, retimer.spec.search.objectives, baseline,
-                                                     measure.confirm_margin)} | set(extra_keys)
+    near = {results[i].key for i in near_front(results, retimer.spec.search.objectives, baseline,
+                                               measure.confirm_margin)}
+    # A grid this small is confirmed whole, for the whole ranking to rest on interleaved timing.
+    chosen = {r.key for r in results} if len(results) <= measure.confirm_all_up_to else near | set(extra_keys)
     confirmed = {key for key, figures in search.retimed(study).items() if figures.get(CONFIRMED_ATTR)}
     todo = [r for r in results if r.key in chosen and r.key not in confirmed]
     if not todo:
@@ -104,11 +123,16 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     by_key = {r.key: r for r in results}
     group = [r for r in todo if r.key != baseline_key] + [by_key[baseline_key]]
     variants = [space.variant_from_params(r.params) for r in group]
-    say(f"confirming the ranking: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds")
+    longer = {v.label for r, v in zip(group, variants) if r.key in near}
+    say(f"confirming the ranking: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds"
+        f" ({len(longer)} near the front {measure.confirm_front_factor}x longer)")
     samples = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,
-                                  measure.confirm_memory_mb)
-    baseline_p50 = float(np.median(samples[variants[-1].label]))
-    for result, variant in zip(group, variants):
-        record(study, tracker, result, latency_figures(samples[variant.label]), {tracking.CONFIRMED_TAG: "true"},
-               baseline_p50, marks={CONFIRMED_ATTR: 1.0})
+                                  measure.confirm_memory_mb, longer, measure.confirm_front_factor)
+    p50s = {r.key: float(np.median(samples[v.label])) for r, v in zip(group, variants)}
+    level = sweep_level(study, group, p50s, baseline_key)
+    # The baseline first: a rerun after a kill among these records puts its group where the baseline stands.
+    for result, variant in [*zip(group, variants)][::-1]:
+        figures = {**latency_figures(samples[variant.label] * level), "confirm_level": level}
+        record(study, tracker, result, figures, {tracking.CONFIRMED_TAG: "true"}, p50s[baseline_key] * level,
+               marks={CONFIRMED_ATTR: 1.0})
     return len(group)

@@ -2,7 +2,7 @@
 under the sweep (a laptop on battery, a Pi that throttles, a Jetson that changes clocks, a neighbour that
 starts) is seen. Its drift is the parent run's `reference_drift` metric over steps. Variants timed while it
 had drifted beyond tolerance are re-timed once it is back within; those still waiting when the sweep ends
-join the front's confirmation."""
+join the front's confirmation. A grid the confirmation re-times whole waits for it instead."""
 
 from __future__ import annotations
 
@@ -51,13 +51,19 @@ class DriftReference:
         self._last = self.clock()
         self.tracker.log(self.parent_id, metrics={"reference_drift": drift}, step=self.checks)
         if abs(drift - 1) > self.retimer.spec.measure.drift_tolerance:
-            self.say(f"reference drift x{drift:.2f}: {len(self.pending)} variant(s) to re-time once it settles")
+            when = "in the confirmation" if self.confirmed_whole() else "once it settles"
+            self.say(f"reference drift x{drift:.2f}: {len(self.pending)} variant(s) to re-time {when}")
             self.suspect += self.pending
-        else:
+        elif not self.confirmed_whole():
             self.retime(self.suspect)
             self.suspect = []
         self.pending = []
         return drift
+
+    def confirmed_whole(self) -> bool:
+        """Whether the confirmation will re-time every variant (confirm.confirm_front), suspects included."""
+        measure, count = self.retimer.spec.measure, self.space.count()
+        return measure.confirm and count is not None and count <= measure.confirm_all_up_to
 
     def retime(self, keys: list[str]) -> None:
         first_p50 = (search.metrics_of(self.study, self.baseline_key, first_pass=True) or {}).get("latency_ms_p50")

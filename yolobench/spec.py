@@ -285,7 +285,9 @@ class MeasureSpec(Strict):
     `confirm_all_up_to` variants), or else the front and the variants within `confirm_margin` of it, are
     re-timed with the baseline in interleaved bursts (`confirm_rounds` rounds of min_runs / rounds runs
     each, sessions held open up to `confirm_memory_mb` of models at a time; each round divided by
-    its pace, what its variants say in common) and that confirmed p50 is the one reported.
+    its pace, what its variants say in common; the variants near the front `confirm_front_factor` times as
+    long) and that confirmed p50, at the level the sweep's first passes saw the host at, is the one reported
+    (`confirm_level`: that level against the confirmation's).
     """
 
     profile: Literal["quick", "rigorous"] = "quick"
@@ -306,6 +308,7 @@ class MeasureSpec(Strict):
     confirm_all_up_to: int = Field(32, ge=0, description="grids this small are confirmed whole")
     confirm_rounds: int = Field(10, ge=1)
     confirm_memory_mb: float = Field(2048.0, gt=0)
+    confirm_front_factor: int = Field(3, ge=1, description="bursts of the variants near the front are this many times as long")
     conf: float = Field(0.001, gt=0, lt=1)
     iou: float = Field(0.7, gt=0, le=1)
     max_det: int = Field(300, ge=1)
