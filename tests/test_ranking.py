@@ -142,15 +142,20 @@ def child_runs(home: Path):
     return client, [r for r in client.search_runs([experiment.experiment_id]) if tracking.PARENT_TAG in r.data.tags]
 
 
-def test_a_variant_timed_while_the_reference_drifted_is_retimed_once_it_settles(fake_home: Path) -> None:
-    FakeRuntime.delay_ms = 4.0
+def a_neighbour_from_open(start: int, stop: int) -> None:
+    """The fake machine is 3x slower from the start-th session opened until the stop-th."""
     opens = []
 
-    def machine(count=opens) -> None:  # open 2: a neighbour starts; open 4: it stops
-        count.append(1)
-        FakeRuntime.slowdown = {2: 3.0, 4: 1.0}.get(len(count), FakeRuntime.slowdown)
+    def machine() -> None:
+        opens.append(1)
+        FakeRuntime.slowdown = {start: 3.0, stop: 1.0}.get(len(opens), FakeRuntime.slowdown)
 
     FakeRuntime.on({}, machine)
+
+
+def test_a_variant_timed_while_the_reference_drifted_is_retimed_once_it_settles(fake_home: Path) -> None:
+    FakeRuntime.delay_ms = 4.0
+    a_neighbour_from_open(2, 4)
     sweep, _ = fake_sweep(fake_home, min_runs=6, reference_every=1, drift_tolerance=0.3, stability=0.5)
     assert sweep.run().measured == 4
     client, runs = child_runs(fake_home)
@@ -286,13 +291,7 @@ def test_bursts_near_the_front_are_longer_by_the_factor(fake_home: Path) -> None
 
 def test_a_grid_confirmed_whole_leaves_the_variants_timed_while_it_drifted_to_the_confirmation(fake_home: Path) -> None:
     FakeRuntime.delay_ms = 4.0
-    opens = []
-
-    def machine(count=opens) -> None:  # open 2: a neighbour starts; open 4: it stops
-        count.append(1)
-        FakeRuntime.slowdown = {2: 3.0, 4: 1.0}.get(len(count), FakeRuntime.slowdown)
-
-    FakeRuntime.on({}, machine)
+    a_neighbour_from_open(2, 4)
     sweep, _ = fake_sweep(fake_home, min_runs=6, reference_every=1, drift_tolerance=0.3, stability=0.5, confirm=True)
     assert sweep.run().measured == 4
     _, runs = child_runs(fake_home)
