@@ -44,8 +44,9 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     return wall
 
 
-def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str]]:
-    """Each variant's metrics by label (the figures the store reports now) and the labels on the front."""
+def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int]:
+    """Each variant's metrics by label (the figures the store reports now), the labels on the front, and how
+    many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP)."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
@@ -53,7 +54,8 @@ def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str]]:
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
             if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
     metrics = {r.info.run_name: dict(r.data.metrics) for r in runs}
-    return metrics, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
+    evaluated = sum("yolobench.accuracy_reused_from" not in r.data.tags for r in runs)
+    return metrics, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}, evaluated
 
 
 def report_ranks(metrics: dict[str, dict[str, float]]) -> dict[str, int]:
@@ -95,8 +97,8 @@ def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
 
 
 def compare(name: str, first: Path, second: Path) -> bool:
-    metrics_a, front_a = results(first)
-    metrics_b, front_b = results(second)
+    metrics_a, front_a, evaluated_a = results(first)
+    metrics_b, front_b, evaluated_b = results(second)
     p50_a = {label: m["latency_ms_p50"] for label, m in metrics_a.items()}
     p50_b = {label: m["latency_ms_p50"] for label, m in metrics_b.items()}
     both = sorted(set(p50_a) & set(p50_b))
@@ -114,9 +116,15 @@ def compare(name: str, first: Path, second: Path) -> bool:
     print(f"  front 2: {', '.join(f'{l} {p50_b[l]:.2f}' for l in sorted(front_b, key=p50_b.get))}")
     print(f"  the second sweep's p50 over the first's, median over the variants: {level:.3f}; with that divided "
           f"out, the worst front ratio is {worst_levelled[1]:.3f} ({worst_levelled[0]})")
+    levels = [statistics.median(m.get("confirm_level", 1.0) for m in metrics.values())
+              for metrics in (metrics_a, metrics_b)]
+    print(f"  each sweep's level against its confirmation's (confirm_level; 1.0 where not logged): "
+          f"{levels[0]:.3f} and {levels[1]:.3f}")
     ranks_a, ranks_b = report_ranks(metrics_a), report_ranks(metrics_b)
     print(f"  tau-b of the report's ranks (variants whose p50 intervals overlap share a rank; "
           f"{len(set(ranks_a.values()))} and {len(set(ranks_b.values()))} ranks): {kendall_tau(ranks_a, ranks_b):.3f}")
+    print(f"  accuracy evaluated in full for {evaluated_a} of {len(metrics_a)} and {evaluated_b} of {len(metrics_b)} "
+          "variants; the others took the mAP of a sibling with the same outputs")
     passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
     print(f"  {'PASS' if passed else 'FAIL'} (bar: tau >= {TAU_BAR}, front within {RATIO_BAR:.0%})")
     return passed

@@ -249,7 +249,7 @@ def test_a_confirmation_left_with_only_the_baseline_to_record_times_it_alone(fak
     assert 0.5 < float(np.median(samples[baseline.label])) < 50
 
 
-def test_the_confirmation_stands_at_the_level_of_the_first_passes_not_at_that_of_its_own_minute(fake_home: Path) -> None:
+def test_the_confirmation_stands_at_the_first_passes_level_not_at_that_of_its_own_minute(fake_home: Path) -> None:
     FakeRuntime.delay_ms = 4.0
     FakeRuntime.on({}, lambda: len(FakeRuntime.opened) == 5 and setattr(FakeRuntime, "slowdown", 2.0))  # confirming
     sweep, _ = fake_sweep(fake_home, confirm=True, min_runs=6, stability=0.5)

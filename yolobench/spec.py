@@ -308,7 +308,7 @@ class MeasureSpec(Strict):
     confirm_all_up_to: int = Field(32, ge=0, description="grids this small are confirmed whole")
     confirm_rounds: int = Field(10, ge=1)
     confirm_memory_mb: float = Field(2048.0, gt=0)
-    confirm_front_factor: int = Field(3, ge=1, description="bursts of the variants near the front are this many times as long")
+    confirm_front_factor: int = Field(3, ge=1, description="bursts near the front are this many times as long")
     conf: float = Field(0.001, gt=0, lt=1)
     iou: float = Field(0.7, gt=0, le=1)
     max_det: int = Field(300, ge=1)
