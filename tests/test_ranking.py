@@ -299,3 +299,17 @@ def test_a_grid_confirmed_whole_leaves_the_variants_timed_while_it_drifted_to_th
     assert all(r.data.tags.get(tracking.CONFIRMED_TAG) == "true" for r in runs)
     for run in runs:
         assert run.data.metrics["latency_ms_p50"] < 4.0 * 1.8  # what it reports was timed at 1x
+
+
+def test_a_grid_confirmed_only_near_its_front_gives_no_burst_a_longer_one(fake_home: Path, monkeypatch) -> None:
+    from yolobench import confirm
+
+    FakeRuntime.delay_ms = 1.0
+    asked, original = [], confirm.interleaved_samples
+    monkeypatch.setattr(confirm, "interleaved_samples", lambda *args, **kwargs: asked.append(args[5]) or original(
+        *args, **kwargs))
+    sweep, _ = fake_sweep(fake_home, confirm=True, confirm_all_up_to=2)  # 4 variants: the front's neighbourhood
+    sweep.run()
+    _, runs = child_runs(fake_home)
+    assert any(r.data.tags.get(tracking.CONFIRMED_TAG) == "true" for r in runs)
+    assert asked == [set()]  # every variant confirmed is near the front: a factor would only lengthen them all

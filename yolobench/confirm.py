@@ -59,7 +59,6 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
     of their burst's median against their own median), and what is left between two variants is their own
     difference rather than the moment each was timed at."""
     base_runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
-    runs_of = lambda variant: base_runs * (factor if variant.label in longer else 1)  # noqa: E731
     rounds_of: list[dict[str, np.ndarray]] = []
     with retimer.session(reference) as reference_session:
         retimer.burst(reference_session, reference, base_runs)  # warm-up
@@ -72,7 +71,8 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
                 sessions.append((reference, reference_session))
                 for round_index in range(rounds):
                     order = sessions if round_index % 2 == 0 else sessions[::-1]
-                    rounds_of.append({v.label: retimer.burst(s, v, runs_of(v)) for v, s in order})
+                    rounds_of.append({v.label: retimer.burst(s, v, base_runs * (factor if v.label in longer else 1))
+                                      for v, s in order})
     return paced(rounds_of)
 
 
@@ -86,6 +86,12 @@ def paced(rounds_of: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         for label, t in times.items():
             samples[label].append(t / pace)
     return {label: np.concatenate(parts) for label, parts in samples.items()}
+
+
+def confirms_whole(measure, variants: int | None) -> bool:
+    """Whether a grid of this many variants is confirmed whole, for the whole ranking to rest on interleaved
+    timing (None: a space without end)."""
+    return measure.confirm and variants is not None and variants <= measure.confirm_all_up_to
 
 
 def sweep_level(study, group: Sequence[search.Result], confirmed_p50: Mapping[str, float],
@@ -114,8 +120,8 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
         return 0
     near = {results[i].key for i in near_front(results, retimer.spec.search.objectives, baseline,
                                                measure.confirm_margin)}
-    # A grid this small is confirmed whole, for the whole ranking to rest on interleaved timing.
-    chosen = {r.key for r in results} if len(results) <= measure.confirm_all_up_to else near | set(extra_keys)
+    whole = confirms_whole(measure, len(results))
+    chosen = {r.key for r in results} if whole else near | set(extra_keys)
     confirmed = {key for key, figures in search.retimed(study).items() if figures.get(CONFIRMED_ATTR)}
     todo = [r for r in results if r.key in chosen and r.key not in confirmed]
     if not todo:
@@ -123,7 +129,8 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     by_key = {r.key: r for r in results}
     group = [r for r in todo if r.key != baseline_key] + [by_key[baseline_key]]
     variants = [space.variant_from_params(r.params) for r in group]
-    longer = {v.label for r, v in zip(group, variants) if r.key in near}
+    # Only a whole grid has variants far from the front to give shorter bursts; else every one is near it.
+    longer = {v.label for r, v in zip(group, variants) if r.key in near} if whole else set()
     say(f"confirming the ranking: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds"
         f" ({len(longer)} near the front {measure.confirm_front_factor}x longer)")
     samples = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,

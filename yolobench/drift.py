@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from yolobench import search, tracking
+from yolobench.confirm import confirms_whole
 from yolobench.retime import Retimer, latency_figures, record
 from yolobench.space import Space
 
@@ -61,9 +62,8 @@ class DriftReference:
         return drift
 
     def confirmed_whole(self) -> bool:
-        """Whether the confirmation will re-time every variant (confirm.confirm_front), suspects included."""
-        measure, count = self.retimer.spec.measure, self.space.count()
-        return measure.confirm and count is not None and count <= measure.confirm_all_up_to
+        """Whether the confirmation will re-time every variant, suspects included."""
+        return confirms_whole(self.retimer.spec.measure, self.space.count())
 
     def retime(self, keys: list[str]) -> None:
         first_p50 = (search.metrics_of(self.study, self.baseline_key, first_pass=True) or {}).get("latency_ms_p50")

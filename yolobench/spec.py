@@ -285,8 +285,8 @@ class MeasureSpec(Strict):
     `confirm_all_up_to` variants), or else the front and the variants within `confirm_margin` of it, are
     re-timed with the baseline in interleaved bursts (`confirm_rounds` rounds of min_runs / rounds runs
     each, sessions held open up to `confirm_memory_mb` of models at a time; each round divided by
-    its pace, what its variants say in common; the variants near the front `confirm_front_factor` times as
-    long) and that confirmed p50, at the level the sweep's first passes saw the host at, is the one reported
+    its pace, what its variants say in common; in a whole grid, those near the front `confirm_front_factor`
+    times as long) and that confirmed p50, at the level the sweep's first passes saw the host at, is the one reported
     (`confirm_level`: that level against the confirmation's).
     """
 
