@@ -175,6 +175,18 @@ def test_each_variant_has_a_logged_model_of_its_run(swept: Swept) -> None:
         assert p50.value == run.data.metrics["latency_ms_p50"] and p50.dataset_name == "synthetic-val"
 
 
+def test_a_logged_model_loads_with_the_session_options_it_was_timed_with(swept: Swept,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.default_tracking_uri(swept.home))
+    run = next(r for r in swept.children if r.data.tags[tracking.LABEL_TAG] == "n-int8-32-all")
+    uri = f"models:/{run.data.tags[tracking.MODEL_ID_TAG]}"
+    conf = mlflow.models.get_model_info(uri).flavors["onnx"]
+    assert conf["onnx_session_options"] == {"graph_optimization_level": 99, "intra_op_num_threads": 1}
+    options = mlflow.pyfunc.load_model(uri).get_raw_model().get_session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == 1
+
+
 def test_explaining_the_sweep_again_writes_nothing_twice(swept: Swept) -> None:
     spec = parse_spec(UI_SWEEP)
     tracker = tracking.Tracker(tracking.default_tracking_uri(swept.home))

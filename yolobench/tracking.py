@@ -476,7 +476,7 @@ class Tracker:
                              model_id=model.model_id, metadata=metadata)
         with tempfile.TemporaryDirectory() as folder:
             staging = Path(folder) / "model"
-            flavour = _save_model(path, staging, mlflow_model, str(params.get("providers", "")))
+            flavour = _save_model(path, staging, mlflow_model, params)
             self._client.log_model_artifacts(model.model_id, str(staging))
         self._client.set_logged_model_tags(model.model_id, {"yolobench.flavour": flavour})
         self._client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
@@ -566,7 +566,22 @@ def _logged_model_name(label: str) -> str:
     return "".join("_" if c in "/:.%\"'" else c for c in label) or "model"
 
 
-def _save_model(path: Path, folder: Path, mlflow_model: Any, providers: str) -> str:
+def _session_options(params: Mapping[str, Any]) -> dict[str, int] | None:
+    """The ONNX Runtime session options the variant was timed with, for MLflow's ONNX loader to open the
+    logged model the same way: without them it opens at ORT's default level and thread count, which is
+    another variant. MLflow's loader reads a level of 0 as unset, so a variant timed with `disable` loads at
+    the default level; its ort_level param still says what was timed."""
+    if params.get("runtime") != "onnxruntime" or "ort_level" not in params:
+        return None
+    from yolobench.runtimes.onnxruntime_runtime import graph_optimization_level
+
+    options = {"graph_optimization_level": int(graph_optimization_level(str(params["ort_level"])))}
+    if int(params.get("threads") or 0) > 0:
+        options["intra_op_num_threads"] = int(params["threads"])
+    return options
+
+
+def _save_model(path: Path, folder: Path, mlflow_model: Any, params: Mapping[str, Any]) -> str:
     """Write the MLflow model of `path` into `folder`; returns the flavour: 'onnx' or 'file'."""
     proto = None
     if path.suffix == ".onnx" and path.is_file():
@@ -584,12 +599,13 @@ def _save_model(path: Path, folder: Path, mlflow_model: Any, providers: str) -> 
 
         from yolobench.versions import versions
 
-        listed = [p for p in providers.split(",") if p.endswith("ExecutionProvider")] or None
+        listed = [p for p in str(params.get("providers", "")).split(",") if p.endswith("ExecutionProvider")] or None
         requirements = [f"{name}=={version}" for name, version in versions(("onnx", "onnxruntime")).items()
                         if version != "absent"]
         # pip_requirements given: MLflow would otherwise load the model in a subprocess to infer them (seconds).
         mlflow.onnx.save_model(proto, str(folder), mlflow_model=mlflow_model, pip_requirements=requirements,
-                               onnx_execution_providers=listed, metadata=mlflow_model.metadata,
+                               onnx_execution_providers=listed, onnx_session_options=_session_options(params),
+                               metadata=mlflow_model.metadata,
                                save_as_external_data=path.stat().st_size > 2**31 - 2**26)
         return "onnx"
     folder.mkdir(parents=True)
