@@ -82,6 +82,26 @@ def kendall_tau(first: dict[str, float], second: dict[str, float]) -> float:
     return (concordant - discordant) / denominator if denominator else 1.0
 
 
+def told_apart(metrics: dict[str, float], other: dict[str, float]) -> bool:
+    """Whether a sweep's p50 intervals of two variants do not overlap: it says which is faster."""
+    low = lambda m: m.get("latency_ms_p50_ci_low", m["latency_ms_p50"])  # noqa: E731
+    high = lambda m: m.get("latency_ms_p50_ci_high", m["latency_ms_p50"])  # noqa: E731
+    return high(metrics) < low(other) or high(other) < low(metrics)
+
+
+def order_flips(metrics_a: dict[str, dict[str, float]], metrics_b: dict[str, dict[str, float]]) -> tuple[int, int]:
+    """Pairs of variants the two sweeps order oppositely by p50, and how many of those both sweeps told apart
+    (intervals not overlapping in either): a flip between variants a sweep could not tell apart is the noise
+    its interval owned up to; a flip between two told apart is a ranking that did not hold."""
+    flips = contradicted = 0
+    for x, y in itertools.combinations(sorted(set(metrics_a) & set(metrics_b)), 2):
+        a, b = (metrics_a[x], metrics_a[y]), (metrics_b[x], metrics_b[y])
+        if (a[0]["latency_ms_p50"] - a[1]["latency_ms_p50"]) * (b[0]["latency_ms_p50"] - b[1]["latency_ms_p50"]) < 0:
+            flips += 1
+            contradicted += told_apart(*a) and told_apart(*b)
+    return flips, contradicted
+
+
 def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
     """A neighbour: one core kept busy by another process for `seconds`, starting `start_after_s` from now."""
     def neighbour() -> None:
@@ -123,6 +143,9 @@ def compare(name: str, first: Path, second: Path) -> bool:
     ranks_a, ranks_b = report_ranks(metrics_a), report_ranks(metrics_b)
     print(f"  tau-b of the report's ranks (variants whose p50 intervals overlap share a rank; "
           f"{len(set(ranks_a.values()))} and {len(set(ranks_b.values()))} ranks): {kendall_tau(ranks_a, ranks_b):.3f}")
+    flips, contradicted = order_flips(metrics_a, metrics_b)
+    print(f"  pairs ordered oppositely by p50: {flips} of {len(both) * (len(both) - 1) // 2}; of those, told apart "
+          f"by both sweeps' intervals: {contradicted}")
     print(f"  accuracy evaluated in full for {evaluated_a} of {len(metrics_a)} and {evaluated_b} of {len(metrics_b)} "
           "variants; the others took the mAP of a sibling with the same outputs")
     passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
