@@ -576,8 +576,9 @@ def _session_options(params: Mapping[str, Any]) -> dict[str, int] | None:
     from yolobench.runtimes.onnxruntime_runtime import graph_optimization_level
 
     options = {"graph_optimization_level": int(graph_optimization_level(str(params["ort_level"])))}
-    if int(params.get("threads") or 0) > 0:
-        options["intra_op_num_threads"] = int(params["threads"])
+    threads = str(params.get("threads") or "")
+    if threads.isdigit() and int(threads) > 0:  # 0 or unset: ORT's own choice, as it was timed
+        options["intra_op_num_threads"] = int(threads)
     return options
 
 
