@@ -82,11 +82,15 @@ def kendall_tau(first: dict[str, float], second: dict[str, float]) -> float:
     return (concordant - discordant) / denominator if denominator else 1.0
 
 
+def p50_interval(metrics: dict[str, float]) -> tuple[float, float]:
+    return (metrics.get("latency_ms_p50_ci_low", metrics["latency_ms_p50"]),
+            metrics.get("latency_ms_p50_ci_high", metrics["latency_ms_p50"]))
+
+
 def told_apart(metrics: dict[str, float], other: dict[str, float]) -> bool:
     """Whether a sweep's p50 intervals of two variants do not overlap: it says which is faster."""
-    low = lambda m: m.get("latency_ms_p50_ci_low", m["latency_ms_p50"])  # noqa: E731
-    high = lambda m: m.get("latency_ms_p50_ci_high", m["latency_ms_p50"])  # noqa: E731
-    return high(metrics) < low(other) or high(other) < low(metrics)
+    (low, high), (other_low, other_high) = p50_interval(metrics), p50_interval(other)
+    return high < other_low or other_high < low
 
 
 def order_flips(metrics_a: dict[str, dict[str, float]], metrics_b: dict[str, dict[str, float]]) -> tuple[int, int]:
