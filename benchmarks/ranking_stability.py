@@ -44,9 +44,10 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     return wall
 
 
-def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int]:
-    """Each variant's metrics by label (the figures the store reports now), the labels on the front, and how
-    many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP)."""
+def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int, int]:
+    """Each variant's metrics by label (the figures the store reports now), the labels on the front, how
+    many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP), and how
+    many were confirmed as one figure with another whose session ran the same graph."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
@@ -55,7 +56,9 @@ def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int]:
             if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
     metrics = {r.info.run_name: dict(r.data.metrics) for r in runs}
     evaluated = sum("yolobench.accuracy_reused_from" not in r.data.tags for r in runs)
-    return metrics, {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}, evaluated
+    same_graph = sum("yolobench.same_graph_as" in r.data.tags for r in runs)
+    front = {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
+    return metrics, front, evaluated, same_graph
 
 
 def report_ranks(metrics: dict[str, dict[str, float]]) -> dict[str, int]:
@@ -121,8 +124,8 @@ def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
 
 
 def compare(name: str, first: Path, second: Path) -> bool:
-    metrics_a, front_a, evaluated_a = results(first)
-    metrics_b, front_b, evaluated_b = results(second)
+    metrics_a, front_a, evaluated_a, same_a = results(first)
+    metrics_b, front_b, evaluated_b, same_b = results(second)
     p50_a = {label: m["latency_ms_p50"] for label, m in metrics_a.items()}
     p50_b = {label: m["latency_ms_p50"] for label, m in metrics_b.items()}
     both = sorted(set(p50_a) & set(p50_b))
@@ -152,6 +155,8 @@ def compare(name: str, first: Path, second: Path) -> bool:
           f"by both sweeps' intervals: {contradicted}")
     print(f"  accuracy evaluated in full for {evaluated_a} of {len(metrics_a)} and {evaluated_b} of {len(metrics_b)} "
           "variants; the others took the mAP of a sibling with the same outputs")
+    print(f"  variants whose session ran the same graph as another's, confirmed as one figure with it: {same_a} and "
+          f"{same_b}")
     passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
     print(f"  {'PASS' if passed else 'FAIL'} (bar: tau >= {TAU_BAR}, front within {RATIO_BAR:.0%})")
     return passed

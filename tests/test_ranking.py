@@ -244,7 +244,7 @@ def test_a_confirmation_left_with_only_the_baseline_to_record_times_it_alone(fak
     sweep, _ = fake_sweep(fake_home, confirm=True)
     sweep.run()
     baseline = sweep.space.baseline
-    samples = interleaved_samples(sweep.retimer, [], baseline, rounds=3, memory_mb=2048)
+    samples = interleaved_samples(sweep.retimer, [], baseline, rounds=3, memory_mb=2048).samples
     assert list(samples) == [baseline.label] and samples[baseline.label].size == 3 * 3
     assert 0.5 < float(np.median(samples[baseline.label])) < 50
 
@@ -285,7 +285,7 @@ def test_bursts_near_the_front_are_longer_by_the_factor(fake_home: Path) -> None
     other = next(sweep.space.variant_from_params(r.params) for r in search.results(study)
                  if r.key != sweep.baseline_key)
     samples = interleaved_samples(sweep.retimer, [other], baseline, rounds=4, memory_mb=2048,
-                                  longer={other.label}, factor=3)
+                                  longer={other.label}, factor=3).samples
     assert {label: s.size for label, s in samples.items()} == {other.label: 4 * 9, baseline.label: 4 * 3}
 
 
@@ -313,3 +313,32 @@ def test_a_grid_confirmed_only_near_its_front_gives_no_burst_a_longer_one(fake_h
     _, runs = child_runs(fake_home)
     assert any(r.data.tags.get(tracking.CONFIRMED_TAG) == "true" for r in runs)
     assert asked == [set()]  # every variant confirmed is near the front: a factor would only lengthen them all
+
+
+def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(fresh_home: Path) -> None:
+    from tests.test_run_names import TINY_ORT_SWEEP
+
+    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
+                                             "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
+                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
+    spec = parse_spec(sweep_file)
+    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
+    sweep = Sweep(spec, SweepSettings(home=fresh_home), study=study)
+    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, fresh_home))
+    assert sweep.run().measured == 6
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+            if tracking.PARENT_TAG in r.data.tags}
+    graph = {name: run.data.tags[tracking.EXECUTED_GRAPH_TAG] for name, run in runs.items()}
+    p50 = {name: run.data.metrics["latency_ms_p50"] for name, run in runs.items()}
+    assert all(run.data.tags[tracking.CONFIRMED_TAG] == "true" for run in runs.values())
+    for threads in (1, 2):
+        disable, basic, every = (f"n-fp32-32-{level}-threads{threads}" for level in ("disable", "basic", "all"))
+        # Nothing in this graph for ORT's basic level to fold: the same computation, timed as one.
+        assert graph[disable] == graph[basic] != graph[every]
+        assert p50[disable] == p50[basic]
+        assert runs[disable].data.tags[tracking.SAME_GRAPH_TAG] == basic
+        assert runs[basic].data.tags[tracking.SAME_GRAPH_TAG] == disable
+        assert tracking.SAME_GRAPH_TAG not in runs[every].data.tags
+        assert f"same graph for {basic}" in runs[disable].data.tags[tracking.NOTE_TAG]
+    assert graph["n-fp32-32-disable-threads1"] != graph["n-fp32-32-disable-threads2"]  # another thread count runs otherwise

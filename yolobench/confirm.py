@@ -4,7 +4,9 @@ timed while the reference had drifted, are re-timed with the baseline in short i
 round-robin in one process with their sessions open, so each of them sees the same machine; the variants
 near the front get longer bursts, since the front is what a mis-timed variant would change. Interleaving
 fixes the ratios between the variants; the level they are reported at is the sweep's (sweep_level). The
-confirmed p50 becomes the variant's latency_ms_p50.
+confirmed p50 becomes the variant's latency_ms_p50. Variants whose sessions ran the same graph (an ORT level
+that found nothing to do in this model) are one computation: their samples are pooled into one figure, and
+their runs say so (yolobench.same_graph_as).
 
 Resume-safe: a variant's confirmation is written when its rounds are done; a sweep killed before that
 confirms it on the rerun, and never adds a run."""
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,8 +53,27 @@ def _groups(retimer: Retimer, variants: list, memory_mb: float) -> list[list]:
     return [*groups, current] if current else groups
 
 
+@dataclass(frozen=True)
+class Interleaved:
+    """The confirmation's samples by variant label (paced), and the digest of the graph each variant's
+    session ran (SessionBase.executed_graph; None where its runtime cannot tell)."""
+
+    samples: dict[str, np.ndarray]
+    graphs: dict[str, str | None]
+
+    def twins(self, label: str) -> list[str]:
+        """The other variants whose sessions ran the same graph as `label`'s."""
+        graph = self.graphs.get(label)
+        return sorted(other for other, g in self.graphs.items() if graph is not None and g == graph and other != label)
+
+    def pooled(self, label: str) -> np.ndarray:
+        """`label`'s samples with its twins': one computation timed in several sessions is one figure, and
+        an order between twins would be the noise of the moment each was timed at."""
+        return np.concatenate([self.samples[other] for other in sorted([label, *self.twins(label)])])
+
+
 def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int, memory_mb: float,
-                        longer: Collection[str] = (), factor: int = 1) -> dict[str, np.ndarray]:
+                        longer: Collection[str] = (), factor: int = 1) -> Interleaved:
     """Round-robin bursts, each round in another order, the reference (the baseline) in every group; the
     bursts of the variants labelled in `longer` are `factor` times as long.
     A shared host's speed moves within seconds, and a round sees it move for every variant in it; so each
@@ -60,20 +82,23 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
     difference rather than the moment each was timed at."""
     base_runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
     rounds_of: list[dict[str, np.ndarray]] = []
+    graphs: dict[str, str | None] = {}
     with retimer.session(reference) as reference_session:
+        graphs[reference.label] = reference_session.executed_graph()
         retimer.burst(reference_session, reference, base_runs)  # warm-up
         others = [v for v in variants if v.label != reference.label]
         for group in _groups(retimer, others, memory_mb) or [[]]:  # the reference alone, if it is all that is left
             with ExitStack() as stack:
                 sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
                 for variant, session in sessions:
+                    graphs[variant.label] = session.executed_graph()
                     retimer.burst(session, variant, base_runs)  # warm-up
                 sessions.append((reference, reference_session))
                 for round_index in range(rounds):
                     order = sessions if round_index % 2 == 0 else sessions[::-1]
                     rounds_of.append({v.label: retimer.burst(s, v, base_runs * (factor if v.label in longer else 1))
                                       for v, s in order})
-    return paced(rounds_of)
+    return Interleaved(paced(rounds_of), graphs)
 
 
 def paced(rounds_of: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -133,13 +158,15 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     longer = {v.label for r, v in zip(group, variants) if r.key in near} if whole else set()
     say(f"confirming the ranking: {len(variants)} variants re-timed interleaved, {measure.confirm_rounds} rounds"
         f" ({len(longer)} near the front {measure.confirm_front_factor}x longer)")
-    samples = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,
-                                  measure.confirm_memory_mb, longer, measure.confirm_front_factor)
+    timed = interleaved_samples(retimer, variants[:-1], variants[-1], measure.confirm_rounds,
+                                measure.confirm_memory_mb, longer, measure.confirm_front_factor)
+    samples = {v.label: timed.pooled(v.label) for v in variants}
     p50s = {r.key: float(np.median(samples[v.label])) for r, v in zip(group, variants)}
     level = sweep_level(study, group, p50s, baseline_key)
     # The baseline first: a rerun after a kill among these records puts its group where the baseline stands.
     for result, variant in [*zip(group, variants)][::-1]:
         figures = {**latency_figures(samples[variant.label] * level), "confirm_level": level}
-        record(study, tracker, result, figures, {tracking.CONFIRMED_TAG: "true"}, p50s[baseline_key] * level,
-               marks={CONFIRMED_ATTR: 1.0})
+        twins = timed.twins(variant.label)
+        tags = {tracking.CONFIRMED_TAG: "true", **({tracking.SAME_GRAPH_TAG: ",".join(twins)} if twins else {})}
+        record(study, tracker, result, figures, tags, p50s[baseline_key] * level, marks={CONFIRMED_ATTR: 1.0})
     return len(group)

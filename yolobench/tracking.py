@@ -39,6 +39,8 @@ HIGH_CV_TAG = "yolobench.high_cv"  # "true": inference CV above measure.cv_thres
 RETIMED_TAG = "yolobench.retimed"  # "true": re-timed after the drift reference came back within tolerance
 CONFIRMED_TAG = "yolobench.confirmed"  # "true": p50 re-timed interleaved with the front when the sweep ended
 ACCURACY_REUSED_TAG = "yolobench.accuracy_reused_from"  # run id whose mAP this run took (same numerics)
+EXECUTED_GRAPH_TAG = "yolobench.executed_graph"  # digest of the graph the session ran (SessionBase.executed_graph)
+SAME_GRAPH_TAG = "yolobench.same_graph_as"  # labels whose sessions ran this run's graph: confirmed as one figure
 PARETO_TAG = "yolobench.pareto"
 PARENT_OF_TAG = "yolobench.parent_of"  # on a parent run: which study (storage and sweep name) it belongs to
 TRAINING_TAG = "yolobench.training"  # "true" on a training run
@@ -196,6 +198,8 @@ def variant_record(spec: SweepSpec, info: RuntimeInfo, variant: Variant, built: 
 
     if isinstance(measurement.accuracy, ReusedAccuracy):
         tags[ACCURACY_REUSED_TAG] = measurement.accuracy.run_id
+    if session.get("executed_graph"):
+        tags[EXECUTED_GRAPH_TAG] = str(session["executed_graph"])
     lineage = ([compiled.manifest] if compiled is not None else []) + list(built.lineage)
     tags[NOTE_TAG] = describe.variant_note(
         params, metrics, tags, describe.SweepContext.from_spec(spec), metrics if is_baseline else baseline)

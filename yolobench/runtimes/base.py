@@ -137,6 +137,13 @@ class SessionBase(ABC):
         """What only the runtime can time (e.g. an OAK's on-device inference time)."""
         return {}
 
+    def executed_graph(self) -> str | None:
+        """A digest of what this session computes and how (the graph as the runtime made it, threads,
+        provider); None where the runtime cannot tell. Two variants whose sessions give the same digest run
+        one computation: a knob the runtime ignored for this model (an ORT level with nothing to do) made
+        them differ only in name, and their order by latency is noise, so the confirmation times them as one."""
+        return None
+
     def close(self) -> None:
         """Release the session; calling it twice is harmless."""
 

@@ -13,6 +13,7 @@ Imports without pydantic: scripts/gpu_check.py runs `open_ort_session` on a bare
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -129,6 +130,7 @@ class OrtSession(SessionBase):
         self.output_path = output_path
         self.session_open_s = session_open_s
         self.binding_device = binding_device
+        self._executed_graph: str | None = None
         if binding_device is not None:
             self._bind(model_input, model_output, binding_device)
 
@@ -183,6 +185,8 @@ class OrtSession(SessionBase):
             "io_binding": self.binding_device or "none",
             "session_open_s": round(self.session_open_s, 4),  # InferenceSession creation, every run
         }
+        if (graph := self.executed_graph()) is not None:
+            info["executed_graph"] = graph
         if providers and providers[0] != "CPUExecutionProvider":
             # What ORT actually applied, defaults included (strings, as ORT reports them).
             info["provider_options"] = {
@@ -191,6 +195,17 @@ class OrtSession(SessionBase):
         if self.phase_timings is not None:
             info["phase_timing"] = self.phase_timings.method
         return info
+
+    def executed_graph(self) -> str | None:
+        """The optimised graph ORT saved (weights included) with what else decides how it runs: the
+        level itself is left out, since all it does shows in the graph. None under the TensorRT EP."""
+        if self._executed_graph is None and self.output_path is not None and self.output_path.is_file():
+            graph = hashlib.sha256(self.output_path.read_bytes()).hexdigest()
+            self._executed_graph = digest({
+                "graph": graph, "providers": self._session.get_providers(), "threads": self._threads,
+                "inter_op_threads": self._inter_op_threads, "io_binding": self.binding_device,
+                "provider_options": self._session.get_provider_options()})
+        return self._executed_graph
 
     def close(self) -> None:
         self._binding = None
