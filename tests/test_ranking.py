@@ -315,8 +315,14 @@ def test_a_grid_confirmed_only_near_its_front_gives_no_burst_a_longer_one(fake_h
     assert asked == [set()]  # every variant confirmed is near the front: a factor would only lengthen them all
 
 
-def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(fresh_home: Path) -> None:
+def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(fresh_home: Path,
+                                                                                 monkeypatch) -> None:
     from tests.test_run_names import TINY_ORT_SWEEP
+    from yolobench.retime import Retimer
+
+    burst, original = [], Retimer.burst  # only the confirmation times in bursts
+    monkeypatch.setattr(Retimer, "burst", lambda self, session, variant, runs: burst.append(variant.label) or original(
+        self, session, variant, runs))
 
     sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
                                              "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
@@ -341,4 +347,5 @@ def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(
         assert runs[basic].data.tags[tracking.SAME_GRAPH_TAG] == disable
         assert tracking.SAME_GRAPH_TAG not in runs[every].data.tags
         assert f"same graph for {basic}" in runs[disable].data.tags[tracking.NOTE_TAG]
+        assert (disable in burst) != (basic in burst)  # one of the two timed, for both
     assert graph["n-fp32-32-disable-threads1"] != graph["n-fp32-32-disable-threads2"]  # another thread count runs otherwise

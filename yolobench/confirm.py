@@ -5,7 +5,7 @@ round-robin in one process with their sessions open, so each of them sees the sa
 near the front get longer bursts, since the front is what a mis-timed variant would change. Interleaving
 fixes the ratios between the variants; the level they are reported at is the sweep's (sweep_level). The
 confirmed p50 becomes the variant's latency_ms_p50. Variants whose sessions ran the same graph (an ORT level
-that found nothing to do in this model) are one computation: their samples are pooled into one figure, and
+that found nothing to do in this model) are one computation, timed once: one figure for all of them, and
 their runs say so (yolobench.same_graph_as).
 
 Resume-safe: a variant's confirmation is written when its rounds are done; a sweep killed before that
@@ -67,15 +67,18 @@ class Interleaved:
         return sorted(other for other, g in self.graphs.items() if graph is not None and g == graph and other != label)
 
     def pooled(self, label: str) -> np.ndarray:
-        """`label`'s samples with its twins': one computation timed in several sessions is one figure, and
-        an order between twins would be the noise of the moment each was timed at."""
-        return np.concatenate([self.samples[other] for other in sorted([label, *self.twins(label)])])
+        """`label`'s samples with its twins': one computation is one figure, and an order between twins
+        would be the noise of the moment each was timed at. A twin opened with another in the same group
+        was not timed at all (interleaved_samples): its twin's bursts are its figure."""
+        return np.concatenate([self.samples[other] for other in sorted([label, *self.twins(label)])
+                               if other in self.samples])
 
 
 def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int, memory_mb: float,
                         longer: Collection[str] = (), factor: int = 1) -> Interleaved:
     """Round-robin bursts, each round in another order, the reference (the baseline) in every group; the
-    bursts of the variants labelled in `longer` are `factor` times as long.
+    bursts of the variants labelled in `longer` are `factor` times as long. A variant whose session runs
+    the same graph as one already open in its group (the reference included) is not timed: its twin is.
     A shared host's speed moves within seconds, and a round sees it move for every variant in it; so each
     round's samples are divided by the round's pace, what its variants say in common (the median over them
     of their burst's median against their own median), and what is left between two variants is their own
@@ -83,15 +86,15 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
     base_runs = max(3, math.ceil(retimer.spec.measure.min_runs / rounds))
     rounds_of: list[dict[str, np.ndarray]] = []
     graphs: dict[str, str | None] = {}
+    longer = set(longer)
     with retimer.session(reference) as reference_session:
         graphs[reference.label] = reference_session.executed_graph()
         retimer.burst(reference_session, reference, base_runs)  # warm-up
         others = [v for v in variants if v.label != reference.label]
         for group in _groups(retimer, others, memory_mb) or [[]]:  # the reference alone, if it is all that is left
             with ExitStack() as stack:
-                sessions = [(v, stack.enter_context(retimer.session(v))) for v in group]
+                sessions = _open_group(retimer, stack, group, reference, graphs, longer)
                 for variant, session in sessions:
-                    graphs[variant.label] = session.executed_graph()
                     retimer.burst(session, variant, base_runs)  # warm-up
                 sessions.append((reference, reference_session))
                 for round_index in range(rounds):
@@ -99,6 +102,26 @@ def interleaved_samples(retimer: Retimer, variants: list, reference, rounds: int
                     rounds_of.append({v.label: retimer.burst(s, v, base_runs * (factor if v.label in longer else 1))
                                       for v, s in order})
     return Interleaved(paced(rounds_of), graphs)
+
+
+def _open_group(retimer: Retimer, stack: ExitStack, group: list, reference, graphs: dict[str, str | None],
+                longer: set[str]) -> list:
+    """Open the group's sessions (closed by `stack`) and record each one's graph; returns those to time, one
+    per graph: a twin of the reference or of a variant opened before it is left to that one's bursts, which
+    are longer if the twin's were to be."""
+    timing = {graphs[reference.label]: reference.label} if graphs[reference.label] is not None else {}
+    sessions = []
+    for variant in group:
+        session = stack.enter_context(retimer.session(variant))
+        graph = graphs[variant.label] = session.executed_graph()
+        if graph is not None and graph in timing:
+            if variant.label in longer:
+                longer.add(timing[graph])
+            continue
+        if graph is not None:
+            timing[graph] = variant.label
+        sessions.append((variant, session))
+    return sessions
 
 
 def paced(rounds_of: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -174,7 +174,7 @@ def measured(params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapp
         items.append("latency confirmed at the end of the sweep, re-timed interleaved with the baseline" + first)
         if tags.get(tracking.SAME_GRAPH_TAG):
             items.append(f"the runtime ran the same graph for {tags[tracking.SAME_GRAPH_TAG].replace(',', ', ')}: "
-                         "one computation, so their confirmed latency is one figure, timed in each of them")
+                         "one computation, so it was confirmed once, and its latency is theirs too")
     elif retimed:
         items.append("latency re-timed after the machine's drift reference came back within tolerance")
     # These flags describe the first pass; a re-timed figure replaced its latency.
