@@ -127,6 +127,11 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     return study
 
 
+def heartbeat_interval_for(grace_s: float) -> float:
+    """How often a worker beats: four beats a grace, so one late beat does not make a live worker look dead."""
+    return min(HEARTBEAT_S, grace_s / 4)
+
+
 def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
                     sampler: optuna.samplers.BaseSampler, directions: list[str], grace_s: float = GRACE_S,
                     attempts: int = 5) -> optuna.Study:
@@ -142,7 +147,7 @@ def _create_or_load(storage: str | optuna.storages.BaseStorage, study_name: str,
                     storage = optuna.storages.RDBStorage(
                         storage,
                         engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {},
-                        heartbeat_interval=min(HEARTBEAT_S, grace_s / 4),
+                        heartbeat_interval=heartbeat_interval_for(grace_s),
                         grace_period=grace_s,
                         heartbeat_stale_trial_callback=_mark_stale_interrupted,
                     )
