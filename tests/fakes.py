@@ -185,3 +185,20 @@ class TinyOnnxBuilder(FakeBuilder):
         model = precision_stage(self.cache, export, str(variant["precision"]), self.spec, self.dataset)
         self.built.append(variant.label)
         return Built(model, self.cache.lineage(model), self.describe(variant), "built")
+
+
+def tiny_ort_sweep(home: Path, sweep_file: dict[str, Any]) -> Any:
+    """A sweep of the tiny real ONNX model (TinyOnnxBuilder) on ONNX Runtime, with an in-memory study."""
+    import optuna
+
+    from yolobench import search
+    from yolobench.data.dataset import open_dataset
+    from yolobench.runner import Sweep, SweepSettings
+    from yolobench.space import Space
+    from yolobench.spec import parse_spec
+
+    spec = parse_spec(sweep_file)
+    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
+    sweep = Sweep(spec, SweepSettings(home=home), study=study)
+    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, home))
+    return sweep

@@ -15,7 +15,7 @@ import onnxruntime
 import optuna
 import pytest
 
-from tests.fakes import FakeBuilder, FakeRuntime, TinyOnnxBuilder, fake_sweep_file, raise_, register_fake_runtime
+from tests.fakes import FakeBuilder, FakeRuntime, fake_sweep_file, raise_, register_fake_runtime, tiny_ort_sweep
 from yolobench import search, tracking
 from yolobench.data.dataset import open_dataset
 from yolobench.measure.accuracy import evaluate
@@ -199,12 +199,9 @@ def test_accuracy_is_evaluated_once_per_numerics_and_equals_an_independent_evalu
     sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
                                              "ort_level": ["disable", "all"], "threads": [1, 2]},
                   "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
-    spec = parse_spec(sweep_file)
     home = fresh_home
-    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
-    sweep = Sweep(spec, SweepSettings(home=home), study=study)
-    dataset = open_dataset(spec.data, home)
-    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=dataset)
+    sweep = tiny_ort_sweep(home, sweep_file)
+    dataset = open_dataset(sweep.spec.data, home)
     assert sweep.run().measured == 4
     client = mlflow.MlflowClient(tracking.default_tracking_uri(home))
     runs = [r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
@@ -327,10 +324,7 @@ def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(
     sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
                                              "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
                   "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
-    spec = parse_spec(sweep_file)
-    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
-    sweep = Sweep(spec, SweepSettings(home=fresh_home), study=study)
-    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, fresh_home))
+    sweep = tiny_ort_sweep(fresh_home, sweep_file)
     assert sweep.run().measured == 6
     client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])

@@ -8,14 +8,9 @@ import json
 from pathlib import Path
 
 import mlflow
-import optuna
 
-from tests.fakes import TinyOnnxBuilder
-from yolobench import search, tracking
-from yolobench.data.dataset import open_dataset
-from yolobench.runner import Sweep, SweepSettings
-from yolobench.space import Space
-from yolobench.spec import parse_spec
+from tests.fakes import tiny_ort_sweep
+from yolobench import tracking
 
 PINNED = json.loads((Path(__file__).parent / "pinned" / "run_names.json").read_text())
 
@@ -33,11 +28,7 @@ TINY_ORT_SWEEP = {
 
 def test_a_variant_run_logs_every_name_the_previous_release_logged(fresh_home: Path) -> None:
     home = fresh_home
-    spec = parse_spec(TINY_ORT_SWEEP)
-    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
-    sweep = Sweep(spec, SweepSettings(home=home), study=study)
-    sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, home))
-    assert sweep.run().measured == 4
+    assert tiny_ort_sweep(home, TINY_ORT_SWEEP).run().measured == 4
 
     client = mlflow.MlflowClient(tracking.default_tracking_uri(home))
     experiment = client.get_experiment_by_name("names")
