@@ -187,8 +187,9 @@ class TinyOnnxBuilder(FakeBuilder):
         return Built(model, self.cache.lineage(model), self.describe(variant), "built")
 
 
-def tiny_ort_sweep(home: Path, sweep_file: dict[str, Any]) -> Any:
-    """A sweep of the tiny real ONNX model (TinyOnnxBuilder) on ONNX Runtime, with an in-memory study."""
+def tiny_ort_sweep(home: Path, sweep_file: dict[str, Any], storage: Any = None) -> Any:
+    """A sweep of the tiny real ONNX model (TinyOnnxBuilder) on ONNX Runtime, with an in-memory study unless
+    `storage` is given (a rerun that resumes needs the same one)."""
     import optuna
 
     from yolobench import search
@@ -198,7 +199,7 @@ def tiny_ort_sweep(home: Path, sweep_file: dict[str, Any]) -> Any:
     from yolobench.spec import parse_spec
 
     spec = parse_spec(sweep_file)
-    study = search.open_study(optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
+    study = search.open_study(storage or optuna.storages.InMemoryStorage(), spec.name, Space.from_spec(spec), spec.search)
     sweep = Sweep(spec, SweepSettings(home=home), study=study)
     sweep.builder = TinyOnnxBuilder(spec, sweep.cache, dataset=open_dataset(spec.data, home))
     return sweep

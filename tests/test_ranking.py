@@ -343,3 +343,45 @@ def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(
         assert f"same graph for {basic}" in runs[disable].data.tags[tracking.NOTE_TAG]
         assert (disable in burst) != (basic in burst)  # one of the two timed, for both
     assert graph["n-fp32-32-disable-threads1"] != graph["n-fp32-32-disable-threads2"]  # another thread count runs otherwise
+
+
+def test_a_twin_left_unconfirmed_by_a_kill_between_its_twins_records_takes_their_figure(fresh_home: Path,
+                                                                                         monkeypatch) -> None:
+    from tests.test_run_names import TINY_ORT_SWEEP
+    from yolobench import confirm
+
+    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
+                                             "ort_level": ["disable", "basic"], "threads": [1, 2]},
+                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
+    pair = {"n-fp32-32-disable-threads2", "n-fp32-32-basic-threads2"}  # twins, neither the reference's twin
+    storage = optuna.storages.RDBStorage(f"sqlite:///{fresh_home / 'optuna.db'}")
+    sweep = tiny_ort_sweep(fresh_home, sweep_file, storage)
+    recorded, original = [], confirm.record
+
+    def killed_after_one_twin(study, tracker, result, *args, **kwargs):
+        label = sweep.space.variant_from_params(result.params).label
+        if label in pair and pair & set(recorded):
+            raise KeyboardInterrupt
+        recorded.append(label)
+        return original(study, tracker, result, *args, **kwargs)
+
+    monkeypatch.setattr(confirm, "record", killed_after_one_twin)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run()
+    [first] = pair & set(recorded)
+    monkeypatch.setattr(confirm, "record", original)
+    [second] = pair - {first}
+    retimed, interleave = [], confirm.interleaved_samples
+    monkeypatch.setattr(confirm, "interleaved_samples", lambda retimer, variants, reference, *args: retimed.append(
+        {v.label for v in [*variants, reference]}) or interleave(retimer, variants, reference, *args))
+    rerun = tiny_ort_sweep(fresh_home, sweep_file, storage)
+    assert rerun.run().measured == 0
+    assert retimed == [{second, "n-fp32-32-disable-threads1"}]  # only what was left, with the reference
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+            if tracking.PARENT_TAG in r.data.tags}
+    assert runs[second].data.tags[tracking.CONFIRMED_TAG] == "true"
+    for metric in ("latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_ms_p99"):
+        assert runs[second].data.metrics[metric] == runs[first].data.metrics[metric]
+    assert runs[second].data.tags[tracking.SAME_GRAPH_TAG] == first
+    assert runs[first].data.tags[tracking.SAME_GRAPH_TAG] == second

@@ -9,7 +9,8 @@ that found nothing to do in this model) are one computation, timed once: one fig
 their runs say so (yolobench.same_graph_as).
 
 Resume-safe: a variant's confirmation is written when its rounds are done; a sweep killed before that
-confirms it on the rerun, and never adds a run."""
+confirms it on the rerun, and never adds a run. A twin left unconfirmed by a kill between its twins' records
+takes the figure they were confirmed with, not one of its own."""
 
 from __future__ import annotations
 
@@ -158,6 +159,18 @@ def sweep_level(study, group: Sequence[search.Result], confirmed_p50: Mapping[st
     return float(np.median(ratios)) if ratios else 1.0
 
 
+def _confirmed_twins(tracker: tracking.Tracker, results: Sequence[search.Result],
+                     confirmed: Collection[str]) -> dict[str, tuple[str, str]]:
+    """By the graph its session ran (its run's tag), a variant confirmed before: (its key, its label)."""
+    twins: dict[str, tuple[str, str]] = {}
+    for result in results:
+        if result.key in confirmed:
+            run = tracker.run(result.run_id)
+            if graph := run.data.tags.get(tracking.EXECUTED_GRAPH_TAG):
+                twins.setdefault(graph, (result.key, run.info.run_name))
+    return twins
+
+
 def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Space, baseline_key: str,
                   extra_keys: set[str] = frozenset(), say: Callable[[str], None] = print) -> int:
     """Re-time the front's neighbourhood interleaved; returns how many variants were confirmed now."""
@@ -186,10 +199,15 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     samples = {v.label: timed.pooled(v.label) for v in variants}
     p50s = {r.key: float(np.median(samples[v.label])) for r, v in zip(group, variants)}
     level = sweep_level(study, group, p50s, baseline_key)
+    earlier = _confirmed_twins(tracker, results, confirmed) if confirmed else {}
     # The baseline first: a rerun after a kill among these records puts its group where the baseline stands.
     for result, variant in [*zip(group, variants)][::-1]:
         figures = {**latency_figures(samples[variant.label] * level), "confirm_level": level}
         twins = timed.twins(variant.label)
+        twin = earlier.get(timed.graphs.get(variant.label) or "")
+        if twin and twin[0] != result.key:
+            figures = {name: value for name, value in search.retimed(study)[twin[0]].items() if name in figures}
+            twins = sorted({*twins, twin[1]})
         tags = {tracking.CONFIRMED_TAG: "true", **({tracking.SAME_GRAPH_TAG: ",".join(twins)} if twins else {})}
         record(study, tracker, result, figures, tags, p50s[baseline_key] * level, marks={CONFIRMED_ATTR: 1.0})
     return len(group)
