@@ -199,7 +199,7 @@ def confirm_front(study, tracker: tracking.Tracker, retimer: Retimer, space: Spa
     samples = {v.label: timed.pooled(v.label) for v in variants}
     p50s = {r.key: float(np.median(samples[v.label])) for r, v in zip(group, variants)}
     level = sweep_level(study, group, p50s, baseline_key)
-    earlier = _confirmed_twins(tracker, results, confirmed) if confirmed else {}
+    earlier = _confirmed_twins(tracker, results, confirmed)
     # The baseline first: a rerun after a kill among these records puts its group where the baseline stands.
     for result, variant in [*zip(group, variants)][::-1]:
         figures = {**latency_figures(samples[variant.label] * level), "confirm_level": level}
