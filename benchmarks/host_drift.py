@@ -106,14 +106,23 @@ def apart_by_length(rounds_of: list[dict[str, np.ndarray]], length: int, watched
     return sum(r > 1 + RATIO_BAR for r in ratios), len(ratios), max(ratios, default=1.0)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=19, help="rounds of one confirmation (the quickstart's)")
-    parser.add_argument("--repetitions", type=int, default=12)
-    parser.add_argument("--runs", type=int, default=3, help="passes per burst (the quickstart's)")
-    parser.add_argument("--front-factor", type=int, default=3, help="bursts near the front are this many times as long")
+    parser.add_argument("--rounds", type=positive, default=19, help="rounds of one confirmation (the quickstart's)")
+    parser.add_argument("--repetitions", type=positive, default=12)
+    parser.add_argument("--runs", type=positive, default=3, help="passes per burst (the quickstart's)")
+    parser.add_argument("--front-factor", type=positive, default=3, help="bursts near the front are this many times as long")
     args = parser.parse_args(argv)
+    if args.repetitions < 2:
+        parser.error(f"argument --repetitions: {args.repetitions}: must be 2 or more, to compare them")
     sessions = open_sessions(args.cache)
     if len(sessions) < 2:
         raise SystemExit(f"no ONNX models under {args.cache}/<stage>/<key>/: give a sweep's artifact cache")
