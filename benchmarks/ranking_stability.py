@@ -44,10 +44,11 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     return wall
 
 
-def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int, int]:
+def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int, int, int]:
     """Each variant's metrics by label (the figures the store reports now), the labels on the front, how
-    many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP), and how
-    many were confirmed as one figure with another whose session ran the same graph."""
+    many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP), how
+    many were confirmed as one figure with another whose session ran the same graph, and how many had a
+    first pass timed of their own (the others' sessions ran a graph timed before)."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
@@ -57,8 +58,9 @@ def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int, int
     metrics = {r.info.run_name: dict(r.data.metrics) for r in runs}
     evaluated = sum("yolobench.accuracy_reused_from" not in r.data.tags for r in runs)
     same_graph = sum("yolobench.same_graph_as" in r.data.tags for r in runs)
+    timed = sum("yolobench.latency_reused_from" not in r.data.tags for r in runs)
     front = {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
-    return metrics, front, evaluated, same_graph
+    return metrics, front, evaluated, same_graph, timed
 
 
 def report_ranks(metrics: dict[str, dict[str, float]]) -> dict[str, int]:
@@ -124,8 +126,8 @@ def busy_loop(start_after_s: float, seconds: float) -> threading.Thread:
 
 
 def compare(name: str, first: Path, second: Path) -> bool:
-    metrics_a, front_a, evaluated_a, same_a = results(first)
-    metrics_b, front_b, evaluated_b, same_b = results(second)
+    metrics_a, front_a, evaluated_a, same_a, timed_a = results(first)
+    metrics_b, front_b, evaluated_b, same_b, timed_b = results(second)
     p50_a = {label: m["latency_ms_p50"] for label, m in metrics_a.items()}
     p50_b = {label: m["latency_ms_p50"] for label, m in metrics_b.items()}
     both = sorted(set(p50_a) & set(p50_b))
@@ -156,7 +158,7 @@ def compare(name: str, first: Path, second: Path) -> bool:
     print(f"  accuracy evaluated in full for {evaluated_a} of {len(metrics_a)} and {evaluated_b} of {len(metrics_b)} "
           "variants; the others took the mAP of a sibling with the same outputs")
     print(f"  variants whose session ran the same graph as another's, confirmed as one figure with it: {same_a} and "
-          f"{same_b}")
+          f"{same_b}; first passes timed: {timed_a} and {timed_b}")
     passed = tau >= TAU_BAR and worst[1] - 1 <= RATIO_BAR
     print(f"  {'PASS' if passed else 'FAIL'} (bar: tau >= {TAU_BAR}, front within {RATIO_BAR:.0%})")
     return passed

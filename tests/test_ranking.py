@@ -345,6 +345,40 @@ def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(
     assert graph["n-fp32-32-disable-threads1"] != graph["n-fp32-32-disable-threads2"]  # another thread count runs otherwise
 
 
+def test_a_variant_whose_session_runs_a_graph_timed_before_takes_that_first_pass(fresh_home: Path,
+                                                                                  monkeypatch) -> None:
+    from tests.test_run_names import TINY_ORT_SWEEP
+    from yolobench.measure import harness
+
+    timed, original = [], harness.time_session  # the first pass's timed phase, once per variant timed
+    monkeypatch.setattr(harness, "time_session", lambda session, *args: timed.append(session.executed_graph()) or
+                        original(session, *args))
+    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
+                                             "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
+                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1},
+                  "measure": {**TINY_ORT_SWEEP["measure"], "confirm": False}}
+    sweep = tiny_ort_sweep(fresh_home, sweep_file)
+    assert sweep.run().measured == 6
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+            if tracking.PARENT_TAG in r.data.tags}
+    graphs = {name: run.data.tags[tracking.EXECUTED_GRAPH_TAG] for name, run in runs.items()}
+    assert sorted(timed) == sorted(set(graphs.values())) and len(timed) == 4  # 6 variants, 4 graphs: each timed once
+    for threads in (1, 2):
+        pair = [runs[f"n-fp32-32-{level}-threads{threads}"] for level in ("disable", "basic")]
+        [twin] = [run for run in pair if tracking.LATENCY_REUSED_TAG in run.data.tags]
+        [source] = [run for run in pair if run is not twin]
+        assert twin.data.tags[tracking.LATENCY_REUSED_TAG] == source.info.run_id
+        for metric in ("latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p99", "timed_runs", "latency_windows"):
+            assert twin.data.metrics[metric] == source.data.metrics[metric]
+        assert "whose session ran the same graph" in twin.data.tags[tracking.NOTE_TAG]
+        assert tracking.LATENCY_REUSED_TAG not in runs[f"n-fp32-32-all-threads{threads}"].data.tags
+    graph = graphs["n-fp32-32-disable-threads2"]
+    assert sweep._timed_twin(graph) is not None
+    sweep.drift.suspect.append(sweep._timed_twin(graph).key)  # timed while the reference had drifted: to re-time
+    assert sweep._timed_twin(graph) is None
+
+
 def test_a_twin_left_unconfirmed_by_a_kill_between_its_twins_records_takes_their_figure(fresh_home: Path,
                                                                                          monkeypatch) -> None:
     from tests.test_run_names import TINY_ORT_SWEEP

@@ -13,7 +13,7 @@ from yolobench import tracking
 from yolobench.build import Built
 from yolobench.cache import ArtifactCache, BuildOutput
 from yolobench.measure.accuracy import AccuracyResult
-from yolobench.measure.harness import Measurement
+from yolobench.measure.harness import Measurement, Timing
 from yolobench.measure.latency import LatencyResult
 from yolobench.measure.windows import Window, WindowedLatency, WindowSettings
 from yolobench.runtimes import RunFacts
@@ -30,8 +30,8 @@ def measurement(p50_ms: float, map50_95: float, unstable: bool = False) -> Measu
     latency = WindowedLatency(result, windows, WindowSettings(), converged=not unstable, contended=False,
                               kept_spans=((2, 7), (9, 7), (16, 7)), spread=0.0)
     accuracy = AccuracyResult(map50=0.9, map50_95=map50_95, precision=0.8, recall=0.7, num_images=3, num_detections=9)
-    return Measurement(latency, accuracy, phases={}, runtime_metrics={"device_ms": 1.5},
-                       session_info={"providers": "fake", "threads": 2}, cpus_used=[0, 1])
+    return Measurement(Timing(latency, phases={}, cpus_used=[0, 1], energy={}, tags={}), accuracy,
+                       runtime_metrics={"device_ms": 1.5}, session_info={"providers": "fake", "threads": 2})
 
 
 @pytest.fixture()

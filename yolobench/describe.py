@@ -169,6 +169,9 @@ def measured(params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapp
             f" over {int(metrics['timed_runs'])} timed runs" if "timed_runs" in metrics else "")
         items.append(f"p50 95% interval {metrics['latency_ms_p50_ci_low']:.2f}-{metrics['latency_ms_p50_ci_high']:.2f} ms"
                      + over)
+    if tags.get(tracking.LATENCY_REUSED_TAG):
+        items.append(f"{'first pass' if retimed else 'latency'} taken from run {tags[tracking.LATENCY_REUSED_TAG]}, "
+                     "whose session ran the same graph")
     if confirmed:
         first = f" (first pass {metrics['latency_ms_p50_first']:.2f} ms)" if "latency_ms_p50_first" in metrics else ""
         items.append("latency confirmed at the end of the sweep, re-timed interleaved with the baseline" + first)

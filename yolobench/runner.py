@@ -21,7 +21,7 @@ from yolobench.errors import SweepStopped, is_bug
 from yolobench.keys import KeyOfParams, build_key, study_identity, variant_key
 from yolobench.measure.accuracy import write_coco_json
 from yolobench.measure.energy import open_energy_meter
-from yolobench.measure.harness import EvalData, measure_session
+from yolobench.measure.harness import EvalData, TimedGraph, measure_session
 from yolobench.measure.reuse import AccuracyReuse
 from yolobench.measure.system import host_fingerprint
 from yolobench.prebuilt import PrebuiltBuilder, record_provenance
@@ -54,6 +54,7 @@ class Sweep:
         self.summary = SweepSummary(spec.name, self.experiment_name, settings.resolved_tracking_uri,
                                     settings.resolved_storage, total=len(self.keys))
         self.finished_untold: dict[str, Any] = {}
+        self.timed_graphs: dict[str, TimedGraph] = {}  # by executed graph: timed once in this process
         self._front = report.FrontTags()
 
     # --- setup: everything that can stop the sweep is checked before a study or parent run exists ------
@@ -226,9 +227,14 @@ class Sweep:
             built, compiled, session = opened.built, opened.compiled, opened.session
             check_model_classes(built.model.manifest, self.data.names)
             keys, imgsz = (build_key(self.spec, variant), variant_key(self.spec, variant)), int(variant["imgsz"])
+            graph = session.executed_graph()
+            timed = self._timed_twin(graph)
             measurement = measure_session(session, self.data, imgsz, self.spec.measure, self.spec.runtime.cpu_affinity,
                                           energy=self.energy, reuse=lambda s: self.reuse.reuse_or_remember(s.infer,
-                                              self.data.val_images, imgsz, *keys, search.measured(self.study)))
+                                              self.data.val_images, imgsz, *keys, search.measured(self.study)),
+                                          timed=timed)
+            if timed is not None:
+                self.progress.message(f"{variant.label}: its session runs {timed.label}'s graph; its timing is theirs")
             runnable = compiled.path if compiled is not None else (session.output_path or built.model.path)
             scored = write_coco_json(measurement.accuracy, opened.work_dir / "accuracy")  # to re-score anywhere
             is_baseline = variant == self.space.baseline
@@ -238,7 +244,15 @@ class Sweep:
                 None if is_baseline else search.metrics_of(self.study, self.baseline_key), is_baseline=is_baseline,
                 files=[(runnable, tracking.COMPILED_ARTIFACT_DIR), *((p, "accuracy") for p in scored)], data=self.data)
             self.tracker.log_record(run_id, record)
+            if graph is not None and timed is None:  # once logged, for the next variant whose session runs it
+                self.timed_graphs[graph] = TimedGraph(measurement.timing, run_id, keys[1], variant.label)
             return record.metrics
+
+    def _timed_twin(self, graph: str | None) -> TimedGraph | None:
+        """The timing of a variant whose session ran this graph earlier in this sweep; not one timed while the
+        drift reference had drifted, which is to be re-timed."""
+        timed = self.timed_graphs.get(graph) if graph is not None else None
+        return timed if timed is not None and timed.key not in self.drift.suspect else None
 
     # --- the front ----------------------------------------------------------------------------------
     def _update_front(self, parent_id: str) -> None:

@@ -39,6 +39,7 @@ HIGH_CV_TAG = "yolobench.high_cv"  # "true": inference CV above measure.cv_thres
 RETIMED_TAG = "yolobench.retimed"  # "true": re-timed after the drift reference came back within tolerance
 CONFIRMED_TAG = "yolobench.confirmed"  # "true": p50 re-timed interleaved with the front when the sweep ended
 ACCURACY_REUSED_TAG = "yolobench.accuracy_reused_from"  # run id whose mAP this run took (same numerics)
+LATENCY_REUSED_TAG = "yolobench.latency_reused_from"  # run id whose first-pass timing this run took (same graph)
 EXECUTED_GRAPH_TAG = "yolobench.executed_graph"  # digest of the graph the session ran (SessionBase.executed_graph)
 SAME_GRAPH_TAG = "yolobench.same_graph_as"  # labels whose sessions ran this run's graph: confirmed as one figure
 PARETO_TAG = "yolobench.pareto"

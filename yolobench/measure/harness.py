@@ -17,7 +17,7 @@ from yolobench.measure.latency import pinned_to_cpus
 from yolobench.measure.resources import ResourceSampler
 from yolobench.measure.reuse import ReusedAccuracy
 from yolobench.measure.windows import WindowedLatency, WindowSettings, measure_windows
-from yolobench.tracking import DATA_FINGERPRINT_TAG
+from yolobench.tracking import DATA_FINGERPRINT_TAG, LATENCY_REUSED_TAG
 
 if TYPE_CHECKING:
     from yolobench.data.dataset import DataSet
@@ -46,17 +46,45 @@ class EvalData:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class Timing:
     latency: WindowedLatency
+    phases: dict[str, float]  # device phases (h2d/compute/d2h) of the kept windows' calls only
+    cpus_used: list[int] | None
+    energy: dict[str, float]  # {} where the host has no power sensor ...
+    tags: dict[str, str]  # ... and then a tag says why (yolobench.energy_unavailable)
+
+
+@dataclass(frozen=True)
+class TimedGraph:
+    """A run's timing, kept by the graph its session ran (SessionBase.executed_graph): a later variant whose
+    session runs the same graph (an ORT level that finds nothing to do in the model) is the same computation,
+    so it takes this timing instead of timing it again, as the confirmation times twins once."""
+
+    timing: Timing
+    run_id: str
+    key: str  # the variant key of the run that was timed ...
+    label: str  # ... and its label
+
+
+@dataclass(frozen=True)
+class Measurement:
+    timing: Timing
     accuracy: AccuracyResult | ReusedAccuracy
-    phases: dict[str, float]  # device phases (h2d/compute/d2h) of the kept attempt's timed calls only
     runtime_metrics: dict[str, float]  # what only the runtime can time (an OAK's on-device inference)
     session_info: dict[str, Any]
-    cpus_used: list[int] | None
     tags: dict[str, str] = field(default_factory=dict)  # what the measurement says about itself (energy sensors)
 
+    @property
+    def latency(self) -> WindowedLatency:
+        return self.timing.latency
+
+    @property
+    def cpus_used(self) -> list[int] | None:
+        return self.timing.cpus_used
+
     def metrics(self) -> dict[str, float]:
-        return {**self.latency.metrics(), **self.accuracy.metrics(), **self.runtime_metrics, **self.phases}
+        return {**self.latency.metrics(), **self.accuracy.metrics(), **self.runtime_metrics, **self.timing.energy,
+                **self.timing.phases}
 
 
 def window_settings(measure: MeasureSpec, device_timed: bool) -> WindowSettings:
@@ -68,15 +96,6 @@ def window_settings(measure: MeasureSpec, device_timed: bool) -> WindowSettings:
                           min_runs=measure.min_runs, min_seconds=measure.min_seconds, stability=stability,
                           max_seconds=max_seconds, foreign_limit=measure.foreign_limit,
                           contended_retries=measure.contended_retries)
-
-
-@dataclass(frozen=True)
-class Timing:
-    latency: WindowedLatency
-    phases: dict[str, float]
-    cpus_used: list[int] | None
-    energy: dict[str, float]  # {} where the host has no power sensor ...
-    tags: dict[str, str]  # ... and then a tag says why (yolobench.energy_unavailable)
 
 
 def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int, measure: MeasureSpec,
@@ -102,14 +121,16 @@ def time_session(session: SessionBase, images: Sequence[np.ndarray], imgsz: int,
 def measure_session(session: SessionBase, data: EvalData, imgsz: int, measure: MeasureSpec,
                     cpu_affinity: Sequence[int] | None = None, sampler: ResourceSampler | None = None,
                     energy: EnergyMeter | None = None,
-                    reuse: Callable[[SessionBase], ReusedAccuracy | None] | None = None) -> Measurement:
-    """Time the session, then score it through the same session (or take the accuracy `reuse` finds for
-    it: a variant of the same numerics already scored); the caller closes it."""
-    timing = time_session(session, data.latency_images, imgsz, measure, cpu_affinity, sampler, energy)
+                    reuse: Callable[[SessionBase], ReusedAccuracy | None] | None = None,
+                    timed: TimedGraph | None = None) -> Measurement:
+    """Time the session (or take `timed`: a twin's timing of the same graph), then score it through the same
+    session (or take the accuracy `reuse` finds for it: a variant of the same numerics already scored); the
+    caller closes it."""
+    timing = timed.timing if timed is not None else time_session(
+        session, data.latency_images, imgsz, measure, cpu_affinity, sampler, energy)
     accuracy = (reuse(session) if reuse is not None else None) or evaluate(
         session.infer, data.val_images, data.names, imgsz, conf=measure.conf, iou=measure.iou,
         max_det=measure.max_det, multi_label=measure.multi_label)
-    return Measurement(latency=timing.latency, accuracy=accuracy, phases=timing.phases,
-                       runtime_metrics={**session.metrics(), **timing.energy}, session_info=session.info(),
-                       cpus_used=timing.cpus_used,
-                       tags={**timing.tags, **({DATA_FINGERPRINT_TAG: data.fingerprint} if data.fingerprint else {})})
+    tags = {**timing.tags, **({DATA_FINGERPRINT_TAG: data.fingerprint} if data.fingerprint else {}),
+            **({LATENCY_REUSED_TAG: timed.run_id} if timed is not None else {})}
+    return Measurement(timing, accuracy, runtime_metrics=session.metrics(), session_info=session.info(), tags=tags)
