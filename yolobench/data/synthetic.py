@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolobench.cache import write_atomically
+
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
 EMPTY_IMAGE_FRACTION = 0.08  # some images carry no object: detectors must learn to say nothing
 
@@ -82,7 +84,8 @@ def make_synthetic_dataset(
     """Write the data set under `root` (train/val splits and data.yaml) and return data.yaml.
 
     The same arguments always give the same files, so the set can be part of a cache key.
-    An existing, complete set with the same arguments is left as it is.
+    An existing, complete set with the same arguments is left as it is. Every file is written atomically: two
+    sweeps starting together on a fresh home both write the set, and each may read what the other rewrites.
     """
     root = Path(root).resolve()
     settings = {"train_images": train_images, "val_images": val_images, "image_size": image_size, "seed": seed}
@@ -100,14 +103,15 @@ def make_synthetic_dataset(
             height = image_size if index % 3 else int(image_size * 0.75)
             image, objects = _make_image(rng, height, image_size)
             name = f"{split}_{index:05d}"
-            cv2.imwrite(str(images_dir / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+            write_atomically(images_dir / f"{name}.jpg", encoded)
             lines = []
             for class_id, (x_min, y_min, x_max, y_max) in objects:
                 cx, cy = (x_min + x_max) / 2 / image_size, (y_min + y_max) / 2 / height
                 w, h = (x_max - x_min) / image_size, (y_max - y_min) / height
                 lines.append(f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-            (labels_dir / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    data_yaml.write_text(
+            write_atomically(labels_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    write_atomically(data_yaml, 
         yaml.safe_dump(
             {
                 "path": str(root),
@@ -118,5 +122,5 @@ def make_synthetic_dataset(
             sort_keys=False,
         )
     )
-    stamp.write_text(json.dumps(settings))
+    write_atomically(stamp, json.dumps(settings))
     return data_yaml
