@@ -312,23 +312,31 @@ def test_a_grid_confirmed_only_near_its_front_gives_no_burst_a_longer_one(fake_h
     assert asked == [set()]  # every variant confirmed is near the front: a factor would only lengthen them all
 
 
+def swept_levels_and_threads(home: Path, **measure) -> tuple[Sweep, dict]:
+    """A real ORT sweep of the tiny model over the three ORT levels and 1 or 2 threads (`basic` finds nothing
+    to do in it: disable's graph again); returns the sweep and its child runs by name."""
+    from tests.test_run_names import TINY_ORT_SWEEP
+
+    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
+                                             "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
+                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1},
+                  "measure": {**TINY_ORT_SWEEP["measure"], **measure}}
+    sweep = tiny_ort_sweep(home, sweep_file)
+    assert sweep.run().measured == 6
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(home))
+    return sweep, {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
+                   if tracking.PARENT_TAG in r.data.tags}
+
+
 def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(fresh_home: Path,
                                                                                  monkeypatch) -> None:
-    from tests.test_run_names import TINY_ORT_SWEEP
     from yolobench.retime import Retimer
 
     burst, original = [], Retimer.burst  # only the confirmation times in bursts
     monkeypatch.setattr(Retimer, "burst", lambda self, session, variant, runs: burst.append(variant.label) or original(
         self, session, variant, runs))
 
-    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
-                                             "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
-                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1}}
-    sweep = tiny_ort_sweep(fresh_home, sweep_file)
-    assert sweep.run().measured == 6
-    client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
-    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
-            if tracking.PARENT_TAG in r.data.tags}
+    _, runs = swept_levels_and_threads(fresh_home)
     graph = {name: run.data.tags[tracking.EXECUTED_GRAPH_TAG] for name, run in runs.items()}
     p50 = {name: run.data.metrics["latency_ms_p50"] for name, run in runs.items()}
     assert all(run.data.tags[tracking.CONFIRMED_TAG] == "true" for run in runs.values())
@@ -347,21 +355,12 @@ def test_variants_whose_sessions_ran_the_same_graph_are_confirmed_as_one_figure(
 
 def test_a_variant_whose_session_runs_a_graph_timed_before_takes_that_first_pass(fresh_home: Path,
                                                                                   monkeypatch) -> None:
-    from tests.test_run_names import TINY_ORT_SWEEP
     from yolobench.measure import harness
 
     timed, original = [], harness.time_session  # the first pass's timed phase, once per variant timed
     monkeypatch.setattr(harness, "time_session", lambda session, *args: timed.append(session.executed_graph()) or
                         original(session, *args))
-    sweep_file = {**TINY_ORT_SWEEP, "axes": {"scale": ["n"], "precision": ["fp32"], "imgsz": [32],
-                                             "ort_level": ["disable", "basic", "all"], "threads": [1, 2]},
-                  "baseline": {"scale": "n", "precision": "fp32", "imgsz": 32, "ort_level": "disable", "threads": 1},
-                  "measure": {**TINY_ORT_SWEEP["measure"], "confirm": False}}
-    sweep = tiny_ort_sweep(fresh_home, sweep_file)
-    assert sweep.run().measured == 6
-    client = mlflow.MlflowClient(tracking.default_tracking_uri(fresh_home))
-    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("names").experiment_id])
-            if tracking.PARENT_TAG in r.data.tags}
+    sweep, runs = swept_levels_and_threads(fresh_home, confirm=False)
     graphs = {name: run.data.tags[tracking.EXECUTED_GRAPH_TAG] for name, run in runs.items()}
     assert sorted(timed) == sorted(set(graphs.values())) and len(timed) == 4  # 6 variants, 4 graphs: each timed once
     for threads in (1, 2):
