@@ -111,16 +111,7 @@ def make_synthetic_dataset(
                 w, h = (x_max - x_min) / image_size, (y_max - y_min) / height
                 lines.append(f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
             write_atomically(labels_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
-    write_atomically(data_yaml, 
-        yaml.safe_dump(
-            {
-                "path": str(root),
-                "train": "images/train",
-                "val": "images/val",
-                "names": dict(enumerate(CLASS_NAMES)),
-            },
-            sort_keys=False,
-        )
-    )
+    config = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
+    write_atomically(data_yaml, yaml.safe_dump(config, sort_keys=False))
     write_atomically(stamp, json.dumps(settings))
     return data_yaml
