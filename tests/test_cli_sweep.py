@@ -72,3 +72,29 @@ def test_a_sweep_that_cannot_start_exits_1_with_the_reason(published, capsys) ->
     path.write_text(yaml.safe_dump(fake_sweep_file(exclude=[{"precision": "fp32"}, {"precision": "fp16"}])))
     assert measure_only(home, path) == 1
     assert "exclude" in capsys.readouterr().err
+
+
+def test_every_command_has_its_handler_and_the_store_commands_share_the_store_options() -> None:
+    """The parser is put together by one helper per kind of command; this pins what they build together."""
+    import argparse
+
+    from yolobench.cli import build_parser
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    commands = subcommands(build_parser())
+    assert list(commands) == ["targets", "init", "plan", "sweep", "build", "report", "promote", "compare", "ui",
+                              "doctor", "data"]
+    handlers = {name: command.get_default("handler") for name, command in commands.items() if name != "data"}
+    handlers["data synth"] = subcommands(commands["data"])["synth"].get_default("handler")
+    assert all(callable(handler) for handler in handlers.values()), handlers
+    assert len({handler.__name__ for handler in handlers.values()}) == len(handlers)  # no command runs another's
+    store = {"--home", "--tracking-uri", "--storage", "--experiment", "--study"}
+    for name in ("sweep", "build", "report", "promote", "compare"):
+        options = {option for action in commands[name]._actions for option in action.option_strings}
+        assert store <= options, (name, store - options)
+    args = build_parser().parse_args(["report", "quickstart", "--only", "precision=fp32", "--study", "s"])
+    assert (args.file, args.only, args.study, args.handler.__name__) == ("quickstart", ["precision=fp32"], "s",
+                                                                         "_report")

@@ -288,45 +288,36 @@ def _with_secrets_hidden(args: argparse.Namespace) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolobench", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_store_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--home", default=str(DEFAULT_HOME),
+                         help="local store: MLflow db, artifacts, Optuna db, cache (default: mlruns)")
+    command.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the local store)")
+    command.add_argument("--storage", help="Optuna storage URL (default: sqlite under --home)")
+    command.add_argument("--experiment", help="MLflow experiment name (default: --study, else the sweep's name)")
+    command.add_argument("--study", help="Optuna study name, one per device class, e.g. cpu-ort-i9 (default: the "
+                                         "sweep's name); agents of one class share it, other classes never see it")
 
-    def add_store_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--home", default=str(DEFAULT_HOME),
-                             help="local store: MLflow db, artifacts, Optuna db, cache (default: mlruns)")
-        command.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the local store)")
-        command.add_argument("--storage", help="Optuna storage URL (default: sqlite under --home)")
-        command.add_argument("--experiment", help="MLflow experiment name (default: --study, else the sweep's name)")
-        command.add_argument("--study", help="Optuna study name, one per device class, e.g. cpu-ort-i9 (default: the "
-                                             "sweep's name); agents of one class share it, other classes never see it")
 
-    def add_sweep_argument(command: argparse.ArgumentParser) -> None:
-        command.add_argument("file", metavar="TARGET|FILE", help="a shipped target (yolobench targets) or a sweep file")
-        overrides = command.add_argument_group("overrides (validated as the sweep file is)")
-        overrides.add_argument("--weights", help="model.weights: an official name (yolo11n.pt), a pattern with "
-                                                 "{scale}, or one local .pt")
-        overrides.add_argument("--data", help="data.yaml: an Ultralytics data yaml")
-        overrides.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="keep only these values of an axis")
-        overrides.add_argument("--set", action="append", metavar="KEY=YAML",
-                               help="any field, by dotted key (e.g. measure.min_runs=100)")
+def _add_sweep_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("file", metavar="TARGET|FILE", help="a shipped target (yolobench targets) or a sweep file")
+    overrides = command.add_argument_group("overrides (validated as the sweep file is)")
+    overrides.add_argument("--weights", help="model.weights: an official name (yolo11n.pt), a pattern with "
+                                             "{scale}, or one local .pt")
+    overrides.add_argument("--data", help="data.yaml: an Ultralytics data yaml")
+    overrides.add_argument("--only", action="append", metavar="AXIS=V1,V2", help="keep only these values of an axis")
+    overrides.add_argument("--set", action="append", metavar="KEY=YAML",
+                           help="any field, by dotted key (e.g. measure.min_runs=100)")
 
-    targets = commands.add_parser("targets", help="list the target sweep files shipped with yolobench")
-    targets.set_defaults(handler=_targets)
 
-    init = commands.add_parser("init", help="write an editable copy of a shipped target")
-    init.add_argument("target")
-    init.add_argument("dest", nargs="?", help="file to write (default: TARGET.yaml here)")
-    init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.set_defaults(handler=_init)
-
+def _add_sweep_commands(commands) -> None:
+    """The commands that read a sweep file: plan, sweep, build, report."""
     plan = commands.add_parser("plan", help="count and list a sweep's variants without building anything")
-    add_sweep_argument(plan)
+    _add_sweep_argument(plan)
     plan.add_argument("--list", action="store_true", help="print every variant")
     plan.set_defaults(handler=_print_plan)
 
     sweep = commands.add_parser("sweep", help="build, measure and log every variant of a sweep (resumes)")
-    add_sweep_argument(sweep)
+    _add_sweep_argument(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="same as plan")
     sweep.add_argument("--list", action="store_true", help="with --dry-run: print every variant")
     sweep.add_argument("--retry-failed", action="store_true", help="run variants that failed before again")
@@ -339,35 +330,38 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("YOLOBENCH_HEARTBEAT_GRACE_S"),
                        help="a worker whose heartbeat stops this long is taken for dead and its variant is taken over "
                             "(default: YOLOBENCH_HEARTBEAT_GRACE_S, else 120)")
-    add_store_options(sweep)
+    _add_store_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
     build = commands.add_parser("build", help="build every variant's model for a measuring host, without measuring")
-    add_sweep_argument(build)
+    _add_sweep_argument(build)
     build.add_argument("--bundle", metavar="DIR", help="write the models and the effective sweep file into DIR")
     build.add_argument("--publish", action="store_true", help="log the models to the MLflow store "
                                                               "(experiment <name>-builds)")
     build.add_argument("--cache-dir", help="artifact cache folder (default: cache/ under --home)")
-    add_store_options(build)
+    _add_store_options(build)
     build.set_defaults(handler=_build)
 
     report = commands.add_parser("report", help="print a sweep's results from the store")
-    add_sweep_argument(report)
-    add_store_options(report)
+    _add_sweep_argument(report)
+    _add_store_options(report)
     report.set_defaults(handler=_report)
 
+
+def _add_store_commands(commands) -> None:
+    """The commands that read the MLflow store the sweeps wrote: promote, compare, ui."""
     promote = commands.add_parser("promote", help="register one variant's model in the MLflow Model Registry")
     promote.add_argument("variant", nargs="+", metavar="[TARGET|FILE] RUN|LABEL",
                          help="a run id, or a variant's label within the sweep's experiment (give the sweep first)")
     promote.add_argument("--name", required=True, help="registered model name (a new version each time)")
-    add_store_options(promote)
+    _add_store_options(promote)
     promote.set_defaults(handler=_promote)
 
     compare = commands.add_parser("compare", help="one table and one plot of several sweeps' fronts "
                                                   "(latency_ms_p50 against mAP50-95), baselines marked")
     compare.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep files (or target names), one per target")
     compare.add_argument("--out", default=".", help="folder for compare.png and compare.html (default: here)")
-    add_store_options(compare)
+    _add_store_options(compare)
     compare.set_defaults(handler=_compare)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store in use")
@@ -377,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
 
+
+def _add_tool_commands(commands) -> None:
+    """The commands that need neither a sweep nor a store: doctor, data synth."""
     doctor = commands.add_parser("doctor", help="which runtimes and providers are usable here, and why not")
     doctor.set_defaults(handler=_doctor)
 
@@ -389,6 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=320)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolobench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    targets = commands.add_parser("targets", help="list the target sweep files shipped with yolobench")
+    targets.set_defaults(handler=_targets)
+
+    init = commands.add_parser("init", help="write an editable copy of a shipped target")
+    init.add_argument("target")
+    init.add_argument("dest", nargs="?", help="file to write (default: TARGET.yaml here)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=_init)
+
+    _add_sweep_commands(commands)
+    _add_store_commands(commands)
+    _add_tool_commands(commands)
     return parser
 
 
