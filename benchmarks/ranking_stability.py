@@ -44,23 +44,36 @@ def run_sweep(home: Path, model_cache: Path, checkout: Path = REPO) -> float:
     return wall
 
 
+def finished_runs(home: Path) -> list:
+    """The variants' finished MLflow runs of the quickstart sweep stored in `home`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    return [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+            if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
+
+
 def results(home: Path) -> tuple[dict[str, dict[str, float]], set[str], int, int, int]:
     """Each variant's metrics by label (the figures the store reports now), the labels on the front, how
     many variants had their accuracy evaluated in full (the others took an evaluated sibling's mAP), how
     many were confirmed as one figure with another whose session ran the same graph, and how many had a
     first pass timed of their own (the others' sessions ran a graph timed before)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("quickstart")
-    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-            if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
+    runs = finished_runs(home)
     metrics = {r.info.run_name: dict(r.data.metrics) for r in runs}
     evaluated = sum("yolobench.accuracy_reused_from" not in r.data.tags for r in runs)
     same_graph = sum("yolobench.same_graph_as" in r.data.tags for r in runs)
     timed = sum("yolobench.latency_reused_from" not in r.data.tags for r in runs)
     front = {r.info.run_name for r in runs if r.data.tags.get("yolobench.pareto") == "true"}
     return metrics, front, evaluated, same_graph, timed
+
+
+def one_per_graph(home: Path) -> set[str]:
+    """One label per graph the sessions ran: twins (yolobench.same_graph_as) share one figure, so a flip
+    between two graphs counts once in a tau over these, not once per pair of their twins."""
+    groups = {frozenset([r.info.run_name, *filter(None, r.data.tags.get("yolobench.same_graph_as", "").split(","))])
+              for r in finished_runs(home)}
+    return {min(group) for group in groups}
 
 
 def report_ranks(metrics: dict[str, dict[str, float]]) -> dict[str, int]:
@@ -149,6 +162,9 @@ def compare(name: str, first: Path, second: Path) -> bool:
               for metrics in (metrics_a, metrics_b)]
     print(f"  each sweep's level against its confirmation's (confirm_level; 1.0 where not logged): "
           f"{levels[0]:.3f} and {levels[1]:.3f}")
+    graphs = one_per_graph(first) & one_per_graph(second)
+    print(f"  Kendall tau of p50 over the {len(graphs)} distinct graphs (twins counted once): "
+          f"{kendall_tau({g: p50_a[g] for g in graphs}, {g: p50_b[g] for g in graphs}):.3f}")
     ranks_a, ranks_b = report_ranks(metrics_a), report_ranks(metrics_b)
     print(f"  tau-b of the report's ranks (variants whose p50 intervals overlap share a rank; "
           f"{len(set(ranks_a.values()))} and {len(set(ranks_b.values()))} ranks): {kendall_tau(ranks_a, ranks_b):.3f}")
