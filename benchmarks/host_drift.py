@@ -141,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     spread = [max(r[label] for r in repetitions) / min(r[label] for r in repetitions) for label in sessions]
     print(f"{len(sessions)} variants; Kendall tau between repetitions: min {min(taus):.3f}, mean {np.mean(taus):.3f}; "
           f"a variant's p50 max/min over the repetitions: median {np.median(spread):.3f}, worst {max(spread):.3f}")
+    # What no scalar level removes: how far the variants' ratios to one another move between two repetitions.
+    shapes = []
+    for a, b in itertools.combinations(repetitions, 2):
+        moved = [b[label] / a[label] for label in sessions]
+        shapes.append(max(moved) / min(moved))
+    print(f"between two repetitions, the fastest-moving variant against the slowest-moving (1.000 = the host moved "
+          f"every variant alike): median {np.median(shapes):.3f}, worst {max(shapes):.3f}")
     pooled = {label: float(np.median([r[label] for r in repetitions])) for label in sessions}
     ordered = sorted(pooled, key=pooled.get)
     gaps = [pooled[b] / pooled[a] for a, b in zip(ordered, ordered[1:])]
