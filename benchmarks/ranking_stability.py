@@ -163,8 +163,11 @@ def compare(name: str, first: Path, second: Path) -> bool:
     print(f"  each sweep's level against its confirmation's (confirm_level; 1.0 where not logged): "
           f"{levels[0]:.3f} and {levels[1]:.3f}")
     graphs = one_per_graph(first) & one_per_graph(second)
+    moved = [p50_b[g] / p50_a[g] for g in graphs]
     print(f"  Kendall tau of p50 over the {len(graphs)} distinct graphs (twins counted once): "
-          f"{kendall_tau({g: p50_a[g] for g in graphs}, {g: p50_b[g] for g in graphs}):.3f}")
+          f"{kendall_tau({g: p50_a[g] for g in graphs}, {g: p50_b[g] for g in graphs}):.3f}; the graph that moved "
+          f"most between the sweeps against the one that moved least (what no level divides out): "
+          f"{max(moved) / min(moved):.3f}")
     ranks_a, ranks_b = report_ranks(metrics_a), report_ranks(metrics_b)
     print(f"  tau-b of the report's ranks (variants whose p50 intervals overlap share a rank; "
           f"{len(set(ranks_a.values()))} and {len(set(ranks_b.values()))} ranks): {kendall_tau(ranks_a, ranks_b):.3f}")
